@@ -1,0 +1,100 @@
+"""Canonical JSON (PROTOCOL.md part 1) and the checks that make a value signable.
+
+`CJ(x)` is exactly stdlib ``json.dumps(x, sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)`` encoded as UTF-8: every hash and signature in Pith depends
+on these bytes, so no other serializer may produce them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+MAX_DEPTH = 64
+MAX_SAFE_INT = 2**53
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+class CanonicalError(ValueError):
+    """A value that has no canonical form (float, lone surrogate, too deep, ...)."""
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """CJ(value). Raises CanonicalError for a string that is not valid Unicode."""
+    try:
+        return _dumps(value).encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate cannot be UTF-8
+        raise CanonicalError("string is not valid Unicode (lone surrogate)") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_hash(value: Any) -> str:
+    """H(value): lowercase hex SHA-256 of CJ(value)."""
+    return hashlib.sha256(canonical_bytes(value)).hexdigest()
+
+
+def check_signable(value: Any, max_depth: int = MAX_DEPTH) -> None:
+    """Raise CanonicalError unless `value` holds only objects with string keys,
+    arrays, strings, integers with |n| <= 2**53, booleans and null, nested at
+    most `max_depth` containers deep (the value itself counts as level 1).
+
+    Strings are not scanned here: a lone surrogate fails `canonical_bytes`,
+    which every caller runs next anyway. Iterative, so hostile depth cannot
+    exhaust the Python stack.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        t = type(node)
+        if t is dict:
+            if depth > max_depth:
+                raise CanonicalError(f"nesting deeper than {max_depth}")
+            for k, v in node.items():
+                if type(k) is not str:
+                    raise CanonicalError("object key is not a string")
+                tv = type(v)
+                if tv is str or tv is bool or v is None:
+                    continue
+                if tv is int:
+                    if -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+                        continue
+                    raise CanonicalError(f"integer out of range at {k!r}")
+                push((v, depth + 1))
+        elif t is list:
+            if depth > max_depth:
+                raise CanonicalError(f"nesting deeper than {max_depth}")
+            for v in node:
+                push((v, depth + 1))
+        elif t is str or t is bool or node is None:
+            pass
+        elif t is int:
+            if not -MAX_SAFE_INT <= node <= MAX_SAFE_INT:
+                raise CanonicalError("integer out of range")
+        elif t is float:
+            raise CanonicalError("floats are not allowed in signed objects")
+        else:
+            raise CanonicalError(f"value of type {t.__name__} is not JSON")
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse untrusted JSON. Raises ValueError (never RecursionError) on bad input.
+
+    NaN/Infinity are refused outright; floats survive parsing so that admission
+    can reject the one event holding them, not the whole document.
+    """
+
+    def _no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(data, parse_constant=_no_constants)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8: {exc}") from exc
