@@ -1,0 +1,129 @@
+"""Configuration: defaults, then a TOML file, then environment, then flags.
+
+Every key is documented in config/pithnode.example.toml.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .core.keys import REGISTRY_FINGERPRINT, KeyRing, default_registry_ring
+
+PRIMARY_RESOLVER = "https://pith.science"
+ENV_PREFIX = "PITHNODE_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = field(default_factory=lambda: Path(platformdirs.user_data_dir("pithnode")))
+    # Trusted registry keys: fingerprints, and the keys themselves when they are
+    # not the built-in one (operator-configured rotation).
+    registry_fingerprints: tuple[str, ...] = (REGISTRY_FINGERPRINT,)
+    registry_keys: tuple[dict[str, Any], ...] = ()
+    mirrors: tuple[str, ...] = (PRIMARY_RESOLVER,)
+    durability: str = "full"
+    max_bundle_bytes: int = 64 * 1024 * 1024
+    connect_timeout: float = 10.0
+    total_timeout: float = 60.0
+    retries: int = 3
+    allow_private_addresses: bool = False
+    # the long-lived node
+    listen: str = "127.0.0.1:8780"
+    public_url: str | None = None
+    peers: tuple[str, ...] = ()
+    follow: tuple[str, ...] = ()
+    poll_interval: float = 900.0
+    storage_renewal_days: float = 30.0
+    on_equivocation: str | None = None
+    max_concurrent_fetches: int = 8
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "pithnode.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "node.key"
+
+    def trusted_ring(self) -> KeyRing:
+        ring = default_registry_ring()
+        refused = ring.add_entries(list(self.registry_keys))
+        if refused:
+            raise ConfigError(f"{len(refused)} registry_keys entries do not hash to their fingerprint")
+        return ring
+
+    @property
+    def registry(self) -> frozenset[str]:
+        return frozenset(self.registry_fingerprints)
+
+
+_TUPLES = {f.name for f in fields(Config) if "tuple" in str(f.type)}
+_TYPES = {f.name: str(f.type) for f in fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _TYPES[name]
+    if name == "data_dir":
+        return Path(os.path.expanduser(str(value)))
+    if name in _TUPLES:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list")
+        return tuple(value)
+    if kind == "bool":
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    return None if value in ("", None) else str(value)
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("pithnode")) / "pithnode.toml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+    """Defaults < TOML file (`path`, $PITHNODE_CONFIG, or the user config dir) < env < overrides."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    explicit = path or env.get(ENV_PREFIX + "CONFIG")
+    file = Path(explicit) if explicit else default_config_path()
+    if explicit or file.exists():
+        try:
+            with open(file, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {file}: {exc}") from exc
+        for key, value in raw.items():
+            if key not in _TYPES:
+                raise ConfigError(f"{file}: unknown key {key!r}")
+            values[key] = value
+    for name in _TYPES:
+        if name == "registry_keys":
+            continue
+        if (v := env.get(ENV_PREFIX + name.upper())) is not None:
+            values[name] = v
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        cfg = replace(Config(), **{k: _coerce(k, v) for k, v in values.items()})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad configuration value: {exc}") from exc
+    if cfg.durability not in ("full", "normal"):
+        raise ConfigError("durability must be 'full' or 'normal'")
+    return cfg

@@ -1,0 +1,219 @@
+"""Ingest: bundle bytes -> checks -> admission -> one store transaction -> re-merge.
+
+The pure core decides (admission, merge); the store persists; this module
+sequences the two so that a bundle is applied whole or not at all, together
+with the re-merged state of its subject and the reports it gives rise to.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .core import (
+    Admission,
+    BundleReport,
+    KeyRing,
+    admit,
+    canonical_bytes,
+    check_bundle,
+    merge,
+    parse_json,
+)
+from .store import NewEvent, Store
+
+DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+
+
+class IngestError(ValueError):
+    """Input that cannot be ingested at all (not JSON, too large, not a bundle)."""
+
+
+@dataclass
+class IngestResult:
+    """What one bundle (or gossip batch) did to the store."""
+
+    pith_number: str
+    source: str | None
+    events_total: int = 0
+    new_event_ids: list[str] = field(default_factory=list)
+    known: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {index, reason, detail}
+    bundle_sha256: str | None = None
+    signature_ok: bool | None = None
+    signer_fingerprint: str | None = None
+    signer_is_registry: bool | None = None
+    built_at: str | None = None
+    published_state_sha256: str | None = None
+    source_state_matches: bool | None = None  # its state == our merge of its own events
+    source_merge_sha256: str | None = None
+    state_sha256: str | None = None  # ours, after ingest
+    new_equivocations: list[dict[str, Any]] = field(default_factory=list)
+    new_invalid: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_bundle(data: bytes, max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES) -> dict[str, Any]:
+    if len(data) > max_bytes:
+        raise IngestError(f"bundle is {len(data)} bytes, over the cap of {max_bytes}")
+    try:
+        doc = parse_json(data)
+    except ValueError as exc:
+        raise IngestError(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("pith_number"), str):
+        raise IngestError("not a Pith bundle (no pith_number)")
+    return doc
+
+
+def node_ring(store: Store, trusted: KeyRing) -> KeyRing:
+    """Keys for admission and merge: the operator's trusted keys and every key stored."""
+    return trusted.merged(store.key_ring())
+
+
+def _title(state: Mapping[str, Any]) -> str | None:
+    for snap in reversed(state["current"]["graph_snapshots"]):
+        paper = snap["payload"].get("graph_snapshot", {}).get("paper")
+        if isinstance(paper, dict) and isinstance(paper.get("title"), str):
+            return paper["title"][:500]
+    return None
+
+
+def _aliases(state: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(a["alias_kind"], a["alias_value"]) for a in state["current"]["source_aliases"]]
+
+
+def remerge(
+    store: Store, subject_id: int, pith_number: str, ring: KeyRing, registry: frozenset[str],
+    now: str, source: str | None, state: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Re-merge a subject from its stored events (inside a transaction), store
+    the state and record new equivocation / invalid-event reports.
+    `state` may be passed when the caller already merged exactly the stored set."""
+    if state is None:
+        events = [json.loads(b) for b in store.event_bodies(subject_id)]
+        state = merge(pith_number, events, ring, registry)
+    store.put_state(subject_id, state, canonical_bytes(state), _title(state), now)
+    store.put_aliases(subject_id, _aliases(state))
+    new_eq, new_inv = [], []
+    for eq in state["equivocations"]:
+        key = f"equivocation|{pith_number}|{eq['identity']}|{eq['target']}|{eq['prev_event']}"
+        if store.add_report("equivocation", pith_number, key, eq, source, now):
+            new_eq.append(eq)
+    for inv in state["invalid_events"]:
+        if store.add_report("invalid_event", pith_number, f"invalid|{inv['event_id']}", inv, source, now):
+            new_inv.append(inv)
+    return state, new_eq, new_inv
+
+
+def _store_admitted(
+    store: Store, pn: str, events: list[dict[str, Any]], ring: KeyRing, registry: frozenset[str],
+    result: IngestResult, now: str, source_state: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Inside a transaction: store keys, events and rejections, re-merge the subject.
+    Returns None (storing only the rejections) when nothing was admitted for an unknown subject."""
+    for r in result.rejected:
+        store.add_rejection(pn, r.get("event_id"), r["reason"], r["detail"], result.source, now)
+    if not events and store.subject(pn) is None:
+        return None
+    subject_id = store.ensure_subject(pn)
+    had = store.subject(pn)
+    was_empty = had is not None and had.event_count == 0 and had.state_sha256 is None
+    needed = {e["signer"]["public_key_fingerprint"] for e in events}
+    for e in events:  # the registry key that signed a record's receipt
+        if e["event_type"] == "record_created" and isinstance(e.get("payload"), dict):
+            fp = (e["payload"].get("receipt") or {}).get("public_key_fingerprint") if isinstance(e["payload"].get("receipt"), dict) else None
+            if isinstance(fp, str) and fp in registry:
+                needed.add(fp)
+    store.add_keys(ring, sorted(needed), now)
+    rows = [
+        NewEvent(e["event_id"], e["created_at"], e["event_type"], e["signer"]["public_key_fingerprint"], canonical_bytes(e))
+        for e in events
+    ]
+    result.new_event_ids = store.add_events(subject_id, rows, result.source, now)
+    result.known = len(events) - len(result.new_event_ids)
+    # When the store held nothing and took every event, our merge of the source's
+    # events is already the merge of the stored set: do not compute it twice.
+    reuse = source_state if (was_empty and result.known == 0) else None
+    state, result.new_equivocations, result.new_invalid = remerge(
+        store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse
+    )
+    result.state_sha256 = state["state_sha256"]
+    return state
+
+
+def _rejections(admissions: Iterable[Admission], objs: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for i, (adm, obj) in enumerate(zip(admissions, objs)):
+        if not adm.admitted:
+            claimed = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
+            out.append({"index": i, "event_id": claimed, "reason": adm.reason, "detail": adm.detail})
+    return out
+
+
+def ingest_bundle(
+    store: Store, bundle: dict[str, Any], *, source: str | None, trusted: KeyRing,
+    registry: frozenset[str], now: str, report: BundleReport | None = None,
+) -> IngestResult:
+    """Check and apply one parsed bundle. Events are admitted one by one; the
+    bundle's own signature and state are checked and the outcome recorded: a
+    published state that differs from the merge of the bundle's own events is
+    a disagreement report."""
+    if report is None:
+        report = check_bundle(bundle, node_ring(store, trusted), registry)
+    pn = report.pith_number
+    if pn is None:
+        raise IngestError("; ".join(report.problems) or "not a bundle")
+    objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
+    built = bundle.get("built_at")
+    result = IngestResult(
+        pith_number=pn, source=source, events_total=len(report.admission),
+        rejected=_rejections(report.admission, objs), bundle_sha256=report.bundle_sha256,
+        signature_ok=report.signature_ok, signer_fingerprint=report.signer_fingerprint,
+        signer_is_registry=report.signer_is_registry, built_at=built if isinstance(built, str) else None,
+        published_state_sha256=report.published_state_sha256,
+        source_state_matches=report.state_matches and report.published_state_consistent,
+        source_merge_sha256=report.state["state_sha256"] if report.state else None,
+        problems=list(report.problems),
+    )
+    ring = node_ring(store, trusted).merged(KeyRing.from_entries(bundle.get("public_keys") or []))
+    with store.transaction():
+        _store_admitted(store, pn, report.events, ring, registry, result, now, report.state)
+        store.add_bundle_check(pn, source, {
+            "bundle_sha256": report.bundle_sha256, "signature_ok": report.signature_ok,
+            "signer": report.signer_fingerprint, "published_state_sha256": report.published_state_sha256,
+            "source_state_matches": result.source_state_matches, "events_total": result.events_total,
+            "events_new": len(result.new_event_ids), "events_rejected": len(result.rejected),
+        }, now)
+        if not result.source_state_matches and isinstance(bundle.get("state"), dict):
+            store.add_report("disagreement", pn, f"disagreement|{pn}|{source}|{report.published_state_sha256}", {
+                "source": source, "bundle_sha256": report.bundle_sha256,
+                "published_state_sha256": report.published_state_sha256,
+                "merge_of_its_events_sha256": result.source_merge_sha256,
+                "published_state_consistent": report.published_state_consistent,
+            }, source, now)
+    return result
+
+
+def ingest_events(
+    store: Store, pith_number: str, objs: list[Any], key_entries: list[Any], *, source: str | None,
+    trusted: KeyRing, registry: frozenset[str], now: str,
+) -> IngestResult:
+    """Admit loose events for one subject (gossip, an events list) and apply them."""
+    ring = node_ring(store, trusted).merged(KeyRing.from_entries(key_entries))
+    admissions = [admit(o, pith_number, ring) for o in objs]
+    seen: set[str] = set()
+    events = []
+    for adm, obj in zip(admissions, objs):
+        if adm.admitted and adm.event_id not in seen:
+            seen.add(adm.event_id)  # type: ignore[arg-type]
+            events.append(obj)
+    result = IngestResult(pith_number=pith_number, source=source, events_total=len(objs),
+                          rejected=_rejections(admissions, objs))
+    with store.transaction():
+        _store_admitted(store, pith_number, events, ring, registry, result, now)
+    return result

@@ -1,0 +1,511 @@
+"""The store: one SQLite file (apsw, WAL). This module owns the schema, the
+migrations and every SQL statement; nothing else in pithnode writes SQL.
+
+Writes happen inside `transaction()`: a bundle or a gossip batch is committed
+whole or not at all, together with the re-merged states of the subjects it
+touched, so a crash never leaves a stored state that disagrees with the stored
+events. Durability is `synchronous=FULL` by default (a commit survives power
+loss once `transaction()` returns); `normal` survives a process crash only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from .core.keys import KeyRing
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version i to i+1. Never edit a shipped
+# entry: append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE subjects(
+        id INTEGER PRIMARY KEY,
+        pith_number TEXT NOT NULL UNIQUE,
+        code TEXT NOT NULL UNIQUE,
+        title TEXT,
+        followed INTEGER NOT NULL DEFAULT 0,
+        state BLOB,                 -- canonical JSON bytes of our merged state
+        state_sha256 TEXT,
+        event_count INTEGER NOT NULL DEFAULT 0,
+        equivocation_count INTEGER NOT NULL DEFAULT 0,
+        invalid_event_count INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT
+    );
+    CREATE TABLE events(
+        event_id TEXT PRIMARY KEY,  -- sha256:<hex>: the content hash, so one row per event
+        subject_id INTEGER NOT NULL REFERENCES subjects(id),
+        created_at TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        signer_fp TEXT NOT NULL,
+        body BLOB NOT NULL,         -- canonical JSON of the first admitted copy
+        source TEXT,
+        received_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_subject ON events(subject_id, created_at, event_id);
+    CREATE INDEX events_by_order ON events(created_at, event_id);
+    CREATE TABLE keys(
+        fingerprint TEXT PRIMARY KEY,
+        raw BLOB NOT NULL,
+        key_id TEXT,
+        first_seen TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE aliases(
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        subject_id INTEGER NOT NULL REFERENCES subjects(id),
+        PRIMARY KEY(kind, value, subject_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE rejections(
+        id INTEGER PRIMARY KEY,
+        subject TEXT,
+        event_id TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT,
+        source TEXT,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX rejections_by_time ON rejections(at);
+    CREATE TABLE reports(           -- equivocations, invalid events, disagreements, flags on sources
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        dedupe TEXT NOT NULL UNIQUE,
+        detail TEXT NOT NULL,       -- JSON
+        source TEXT,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL
+    );
+    CREATE INDEX reports_by_kind ON reports(kind, first_seen);
+    CREATE TABLE sources(
+        url TEXT PRIMARY KEY,
+        subject TEXT,
+        kind TEXT NOT NULL DEFAULT 'mirror',
+        etag TEXT,
+        last_modified TEXT,
+        last_success TEXT,
+        last_attempt TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        built_at TEXT,
+        event_ids_seen INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE TABLE bundle_checks(
+        id INTEGER PRIMARY KEY,
+        subject TEXT NOT NULL,
+        source TEXT,
+        bundle_sha256 TEXT,
+        signature_ok INTEGER NOT NULL,
+        signer TEXT,
+        published_state_sha256 TEXT,
+        source_state_matches INTEGER NOT NULL,
+        events_total INTEGER NOT NULL,
+        events_new INTEGER NOT NULL,
+        events_rejected INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE TABLE node_meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+    """,
+]
+
+
+class StoreError(Exception):
+    """A store problem an operator can act on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    id: int
+    pith_number: str
+    code: str
+    title: str | None
+    followed: bool
+    state_sha256: str | None
+    event_count: int
+    equivocation_count: int
+    invalid_event_count: int
+    updated_at: str | None
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: str
+    created_at: str
+    event_type: str
+    signer_fp: str
+    body: bytes
+
+
+_SUBJECT_COLS = (
+    "id, pith_number, code, title, followed, state_sha256, event_count, "
+    "equivocation_count, invalid_event_count, updated_at"
+)
+
+
+def _subject(row: tuple[Any, ...]) -> Subject:
+    return Subject(row[0], row[1], row[2], row[3], bool(row[4]), *row[5:])
+
+
+def _translate(exc: apsw.Error, path: str) -> StoreError:
+    if isinstance(exc, apsw.FullError):
+        return StoreError(f"disk full writing {path}: nothing from this batch was stored; free space and retry")
+    if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
+        return StoreError(
+            f"{path} is not a valid pithnode database ({exc}). Nothing was changed. "
+            "Move it aside and re-sync (see docs/OPERATIONS.md, 'Corrupt store')"
+        )
+    if isinstance(exc, apsw.BusyError):
+        return StoreError(f"{path} is locked by another process")
+    if isinstance(exc, (apsw.CantOpenError, apsw.PermissionsError, apsw.ReadOnlyError)):
+        return StoreError(f"cannot open {path} for writing: {exc}")
+    return StoreError(f"store error on {path}: {exc}")
+
+
+class Store:
+    """One connection to the store file. Not shared between threads at once."""
+
+    def __init__(self, path: str | os.PathLike[str], *, durability: str = "full", readonly: bool = False):
+        self.path = str(path)
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+        try:
+            if not readonly:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = apsw.Connection(self.path, flags=flags)
+            self.db.set_busy_timeout(10_000)
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode=WAL")
+            sync = {"full": "FULL", "normal": "NORMAL"}[durability]
+            self.db.execute(f"PRAGMA synchronous={sync}")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate(readonly)
+        except apsw.Error as exc:
+            raise _translate(exc, self.path) from exc
+        self._in_tx = False
+        self._ring: KeyRing | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _migrate(self, readonly: bool) -> None:
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema {version}, newer than this pithnode ({SCHEMA_VERSION}): upgrade pithnode")
+        if version == SCHEMA_VERSION:
+            return
+        if readonly:
+            raise StoreError(f"{self.path} needs a schema upgrade; open it once read-write")
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for v in range(version, SCHEMA_VERSION):
+                self.db.execute(MIGRATIONS[v])
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: everything inside commits together or not at all."""
+        if self._in_tx:
+            raise RuntimeError("nested transaction")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            raise _translate(exc, self.path) from exc
+        self._in_tx = True
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.db.execute("ROLLBACK")
+            except apsw.Error:
+                pass  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
+            self._ring = None
+            if isinstance(exc, apsw.Error):
+                raise _translate(exc, self.path) from exc
+            raise
+        finally:
+            self._in_tx = False
+
+    def _write(self) -> None:
+        if not self._in_tx:
+            raise RuntimeError("store writes must happen inside transaction()")
+
+    def integrity_check(self) -> list[str]:
+        return [r[0] for r in self.db.execute("PRAGMA integrity_check")]
+
+    # -- keys ----------------------------------------------------------------------
+
+    def key_ring(self) -> KeyRing:
+        """Every key we hold (each proven by its fingerprint when it was added)."""
+        if self._ring is None:
+            ring = KeyRing()
+            for raw, key_id in self.db.execute("SELECT raw, key_id FROM keys"):
+                ring.add_raw(bytes(raw), key_id)
+            self._ring = ring
+        return self._ring
+
+    def add_keys(self, ring: KeyRing, fingerprints: Iterable[str], at: str) -> int:
+        """Store the keys of `ring` named by `fingerprints`; returns how many were new."""
+        self._write()
+        new = 0
+        for fp in fingerprints:
+            if fp in ring:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO keys(fingerprint, raw, key_id, first_seen) VALUES (?,?,?,?)",
+                    (fp, ring[fp], ring.key_id(fp), at),
+                )
+                new += self.db.changes()
+        if new:
+            self._ring = None
+        return new
+
+    # -- subjects ------------------------------------------------------------------
+
+    def ensure_subject(self, pith_number: str) -> int:
+        self._write()
+        code = pith_number.rsplit(":", 1)[-1]
+        self.db.execute("INSERT OR IGNORE INTO subjects(pith_number, code) VALUES (?,?)", (pith_number, code))
+        return self.db.execute("SELECT id FROM subjects WHERE pith_number=?", (pith_number,)).fetchone()[0]
+
+    def subject(self, pith_number_or_code: str) -> Subject | None:
+        row = self.db.execute(
+            f"SELECT {_SUBJECT_COLS} FROM subjects WHERE pith_number=?1 OR code=?1", (pith_number_or_code,)
+        ).fetchone()
+        return _subject(row) if row else None
+
+    def subjects(self, *, followed_only: bool = False) -> list[Subject]:
+        where = "WHERE followed" if followed_only else ""
+        return [_subject(r) for r in self.db.execute(f"SELECT {_SUBJECT_COLS} FROM subjects {where} ORDER BY code")]
+
+    def codes_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT code FROM subjects WHERE code >= ?1 AND code < ?1 || '~' ORDER BY code LIMIT ?2", (prefix, limit)
+            )
+        ]
+
+    def set_followed(self, pith_number: str, followed: bool = True) -> None:
+        self._write()
+        self.db.execute("UPDATE subjects SET followed=? WHERE pith_number=?", (int(followed), pith_number))
+
+    def put_state(self, subject_id: int, state: dict[str, Any], state_bytes: bytes, title: str | None, at: str) -> None:
+        self._write()
+        self.db.execute(
+            "UPDATE subjects SET state=?, state_sha256=?, event_count=?, equivocation_count=?, "
+            "invalid_event_count=?, title=coalesce(?, title), updated_at=? WHERE id=?",
+            (
+                state_bytes, state["state_sha256"], state["event_count"], state["equivocation_count"],
+                state["invalid_event_count"], title, at, subject_id,
+            ),
+        )
+
+    def state_bytes(self, pith_number_or_code: str) -> bytes | None:
+        row = self.db.execute(
+            "SELECT state FROM subjects WHERE pith_number=?1 OR code=?1", (pith_number_or_code,)
+        ).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def put_aliases(self, subject_id: int, aliases: Iterable[tuple[str, str]]) -> None:
+        self._write()
+        self.db.executemany(
+            "INSERT OR IGNORE INTO aliases(kind, value, subject_id) VALUES (?,?,?)",
+            [(k, v.lower(), subject_id) for k, v in aliases],
+        )
+
+    def resolve_alias(self, kind: str, value: str) -> list[str]:
+        return [
+            r[0]
+            for r in self.db.execute(
+                "SELECT s.pith_number FROM aliases a JOIN subjects s ON s.id=a.subject_id "
+                "WHERE a.kind=? AND a.value=? ORDER BY s.pith_number",
+                (kind, value.lower()),
+            )
+        ]
+
+    # -- events --------------------------------------------------------------------
+
+    def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        ids = list(event_ids)
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = "SELECT event_id FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
+            known.update(r[0] for r in self.db.execute(q, chunk))
+        return known
+
+    def add_events(self, subject_id: int, events: Iterable[NewEvent], source: str | None, at: str) -> list[str]:
+        """Insert events not yet held; return the ids that were new. First copy wins."""
+        self._write()
+        new = []
+        for ev in events:
+            self.db.execute(
+                "INSERT OR IGNORE INTO events(event_id, subject_id, created_at, event_type, signer_fp, body, source, "
+                "received_at) VALUES (?,?,?,?,?,?,?,?)",
+                (ev.event_id, subject_id, ev.created_at, ev.event_type, ev.signer_fp, ev.body, source, at),
+            )
+            if self.db.changes():
+                new.append(ev.event_id)
+        return new
+
+    def event_bodies(self, subject_id: int) -> list[bytes]:
+        """Stored event bodies of a subject, in canonical order."""
+        return [
+            bytes(r[0])
+            for r in self.db.execute(
+                "SELECT body FROM events WHERE subject_id=? ORDER BY created_at, event_id", (subject_id,)
+            )
+        ]
+
+    def events_by_id(self, event_ids: Iterable[str]) -> list[tuple[str, bytes]]:
+        """(pith_number, body) of each held event among `event_ids`."""
+        ids = list(event_ids)
+        out: list[tuple[str, bytes]] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = (
+                "SELECT s.pith_number, e.body FROM events e JOIN subjects s ON s.id=e.subject_id "
+                "WHERE e.event_id IN (%s)" % ",".join("?" * len(chunk))
+            )
+            out.extend((r[0], bytes(r[1])) for r in self.db.execute(q, chunk))
+        return out
+
+    def event_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
+
+    def signer_chain_heads(self, signer_fp: str, subject_id: int) -> list[tuple[str, str, str]]:
+        """(event_type, created_at, event_id) of every event `signer_fp` signed about a subject."""
+        return list(
+            self.db.execute(
+                "SELECT event_type, created_at, event_id FROM events WHERE subject_id=? AND signer_fp=? "
+                "ORDER BY created_at, event_id",
+                (subject_id, signer_fp),
+            )
+        )
+
+    # -- monitoring ----------------------------------------------------------------
+
+    def add_rejection(self, subject: str | None, event_id: str | None, reason: str, detail: str, source: str | None, at: str) -> None:
+        self._write()
+        self.db.execute(
+            "INSERT INTO rejections(subject, event_id, reason, detail, source, at) VALUES (?,?,?,?,?,?)",
+            (subject, event_id, reason, detail, source, at),
+        )
+
+    def rejections(self, *, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT subject, event_id, reason, detail, source, at FROM rejections WHERE at >= ? ORDER BY id DESC LIMIT ?",
+            (since or "", limit),
+        )
+        keys = ("subject", "event_id", "reason", "detail", "source", "at")
+        return [dict(zip(keys, r)) for r in rows]
+
+    def add_report(self, kind: str, subject: str, dedupe: str, detail: dict[str, Any], source: str | None, at: str) -> bool:
+        """Record a report once per `dedupe` key (its detail is refreshed); True if it is new."""
+        self._write()
+        text = json.dumps(detail, sort_keys=True)
+        self.db.execute(
+            "INSERT INTO reports(kind, subject, dedupe, detail, source, first_seen, last_seen) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(dedupe) DO NOTHING",
+            (kind, subject, dedupe, text, source, at, at),
+        )
+        if self.db.changes():
+            return True
+        self.db.execute("UPDATE reports SET detail=?, last_seen=? WHERE dedupe=?", (text, at, dedupe))
+        return False
+
+    def reports(
+        self, kind: str | None = None, *, subject: str | None = None, since: str | None = None,
+        limit: int = 1000, offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT kind, subject, detail, source, first_seen, last_seen FROM reports "
+            "WHERE (?1 IS NULL OR kind=?1) AND (?2 IS NULL OR subject=?2) AND first_seen >= ?3 "
+            "ORDER BY first_seen DESC, id DESC LIMIT ?4 OFFSET ?5",
+            (kind, subject, since or "", limit, offset),
+        )
+        return [
+            {"kind": k, "subject": s, "detail": json.loads(d), "source": src, "first_seen": f, "last_seen": last}
+            for k, s, d, src, f, last in rows
+        ]
+
+    def add_bundle_check(self, subject: str, source: str | None, check: dict[str, Any], at: str) -> None:
+        self._write()
+        self.db.execute(
+            "INSERT INTO bundle_checks(subject, source, bundle_sha256, signature_ok, signer, published_state_sha256, "
+            "source_state_matches, events_total, events_new, events_rejected, at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                subject, source, check.get("bundle_sha256"), int(bool(check.get("signature_ok"))), check.get("signer"),
+                check.get("published_state_sha256"), int(bool(check.get("source_state_matches"))),
+                check.get("events_total", 0), check.get("events_new", 0), check.get("events_rejected", 0), at,
+            ),
+        )
+
+    # -- sources -------------------------------------------------------------------
+
+    def source(self, url: str) -> dict[str, Any] | None:
+        cur = self.db.execute(
+            "SELECT url, subject, kind, etag, last_modified, last_success, last_attempt, failures, last_error, built_at "
+            "FROM sources WHERE url=?",
+            (url,),
+        )
+        row = cur.fetchone()
+        if row is None:
+            return None
+        keys = ("url", "subject", "kind", "etag", "last_modified", "last_success", "last_attempt", "failures", "last_error", "built_at")
+        return dict(zip(keys, row))
+
+    def sources(self, subject: str | None = None) -> list[dict[str, Any]]:
+        urls = [r[0] for r in self.db.execute("SELECT url FROM sources WHERE ?1 IS NULL OR subject=?1 ORDER BY url", (subject,))]
+        return [s for s in map(self.source, urls) if s]
+
+    def note_source(
+        self, url: str, *, subject: str | None, kind: str = "mirror", ok: bool, at: str, error: str | None = None,
+        etag: str | None = None, last_modified: str | None = None, built_at: str | None = None,
+    ) -> None:
+        """Record the outcome of one fetch from `url`."""
+        self._write()
+        self.db.execute(
+            "INSERT INTO sources(url, subject, kind) VALUES (?,?,?) ON CONFLICT(url) DO NOTHING", (url, subject, kind)
+        )
+        if ok:
+            self.db.execute(
+                "UPDATE sources SET last_attempt=?1, last_success=?1, failures=0, last_error=NULL, "
+                "etag=coalesce(?2, etag), last_modified=coalesce(?3, last_modified), built_at=coalesce(?4, built_at) "
+                "WHERE url=?5",
+                (at, etag, last_modified, built_at, url),
+            )
+        else:
+            self.db.execute(
+                "UPDATE sources SET last_attempt=?, failures=failures+1, last_error=? WHERE url=?", (at, error, url)
+            )
+
+    # -- node metadata -------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM node_meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._write()
+        self.db.execute("INSERT INTO node_meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))

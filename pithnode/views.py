@@ -1,0 +1,122 @@
+"""Documents a node derives from its store: its own signed bundle, the record
+JSON, events, equivocation reports with their evidence, lookups by any id.
+Used by the CLI and the HTTP server alike, so both say the same thing."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .core import KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
+from .identity import NodeIdentity
+from .store import Store, Subject
+
+_ARXIV_RE = re.compile(r"(?:arxiv:)?((?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?)", re.I | re.ASCII)
+_DOI_RE = re.compile(r"(?:https?://(?:dx\.)?doi\.org/|doi:)?10\.48550/arxiv\.(.+)", re.I)
+
+
+class LookupError_(LookupError):
+    """No single held record matches; the message says why plainly."""
+
+
+def arxiv_id_of(text: str) -> str | None:
+    """The arXiv id in an arXiv id or an arXiv DOI, else None."""
+    s = text.strip()
+    if m := _DOI_RE.fullmatch(s):
+        s = m.group(1)
+    m = _ARXIV_RE.fullmatch(s)
+    return m.group(1) if m else None
+
+
+def local_matches(store: Store, text: str) -> list[str]:
+    """Pith numbers of held records matching any written id: full Pith number,
+    code, short Pith number (a code prefix), arXiv id or arXiv DOI."""
+    try:
+        ref = parse_pith_ref(text)
+    except ValueError:
+        ref = None
+    if ref is not None and ref.code:
+        s = store.subject(ref.code)
+        return [s.pith_number] if s and (ref.year is None or s.pith_number == ref.pith_number) else []
+    if ref is not None and ref.prefix:
+        return [s.pith_number for c in store.codes_with_prefix(ref.prefix) if (s := store.subject(c))]
+    arxiv = arxiv_id_of(text)
+    if arxiv is None:
+        return []
+    return store.resolve_alias("arxiv_version" if re.search(r"v\d+$", arxiv) else "arxiv", arxiv)
+
+
+def find_subject(store: Store, text: str) -> Subject:
+    found = local_matches(store, text)
+    if len(found) > 1:
+        raise LookupError_(f"{text!r} is ambiguous: {', '.join(found)}")
+    subject = store.subject(found[0]) if found else None
+    if subject is None:
+        raise LookupError_(f"no record matching {text!r} is held in {store.path} (run `pithnode sync {text}` first)")
+    return subject
+
+
+def events_of(store: Store, subject: Subject) -> list[dict[str, Any]]:
+    return [json.loads(b) for b in store.event_bodies(subject.id)]
+
+
+def state_of(store: Store, subject: Subject) -> dict[str, Any] | None:
+    raw = store.state_bytes(subject.pith_number)
+    return json.loads(raw) if raw else None
+
+
+def known_mirror_hints(store: Store, subject: Subject, own_base_url: str | None) -> list[dict[str, Any]]:
+    """mirror_hints for our bundle: the sources we fetched it from, mirror_hint
+    events in the state, and ourselves."""
+    hints: dict[str, dict[str, Any]] = {}
+    state = state_of(store, subject) or {"current": {"mirror_hints": []}}
+    for ev in state["current"]["mirror_hints"]:
+        p = ev["payload"]
+        hints.setdefault(p["base_url"].rstrip("/"), mirror_hint_entry(p.get("name") or p["base_url"], p["base_url"], subject.code))
+    for src in store.sources(subject.pith_number):
+        m = re.match(r"(https?://[^/]+(?:/.*?)?)/(?:\.well-known/)?pith/[A-Z2-7]{26}/bundle\.json$", src["url"])
+        if m and src["last_success"]:
+            hints.setdefault(m.group(1), mirror_hint_entry(m.group(1), m.group(1), subject.code))
+    if own_base_url:
+        hints[own_base_url.rstrip("/")] = mirror_hint_entry("pithnode", own_base_url, subject.code, status="self")
+    return [hints[k] for k in sorted(hints)]
+
+
+def own_bundle(store: Store, subject: Subject, identity: NodeIdentity, trusted: KeyRing, *,
+               public_url: str | None, now: str, signed_at: str) -> dict[str, Any]:
+    """Our bundle for `subject`: every admitted event, the keys to verify them,
+    our merged state, mirror hints including ourselves, signed by our key."""
+    state = state_of(store, subject)
+    if state is None:
+        raise LookupError_(f"{subject.pith_number} has no merged state yet")
+    base = public_url or ""
+    links = {"bundle": "", "state": "", "well_known_bundle": ""}
+    if public_url:
+        urls = resolver_urls(public_url, subject.code)
+        links = {"resolver": f"{public_url.rstrip('/')}/pith/{subject.code}", "bundle": urls["bundle_url"],
+                 "state": urls["state_url"], "well_known_bundle": urls["well_known_bundle_url"]}
+    return build_bundle(
+        pith_number=subject.pith_number, events=events_of(store, subject), state=state,
+        keys=trusted.merged(store.key_ring()), mirror_hints=known_mirror_hints(store, subject, base or None),
+        links=links, built_at=now, signed_at=signed_at, signing_key=identity.key, key_id=identity.key_id,
+    )
+
+
+def equivocation_reports(store: Store, *, since: str | None = None, subject: str | None = None,
+                         limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
+    """Equivocation reports, newest first, each with the conflicting signed
+    events as evidence (anyone can verify them offline)."""
+    out = []
+    for rep in store.reports("equivocation", since=since, subject=subject, limit=limit, offset=offset):
+        eq = rep["detail"]
+        evidence = [json.loads(body) for _pn, body in store.events_by_id(eq["event_ids"])]
+        evidence.sort(key=lambda e: (e["created_at"], e["event_id"]))
+        keys = KeyRing()
+        for e in evidence:
+            fp = e["signer"]["public_key_fingerprint"]
+            if fp in store.key_ring():
+                keys.add_raw(store.key_ring()[fp], store.key_ring().key_id(fp))
+        out.append({"pith_number": rep["subject"], "first_seen": rep["first_seen"], "last_seen": rep["last_seen"],
+                    "source": rep["source"], **eq, "events": evidence, "public_keys": keys.entries()})
+    return out
