@@ -1,0 +1,197 @@
+"""Store and ingest on real SQLite files with real signatures."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pithnode.core import canonical_bytes, merge
+from pithnode.ingest import IngestError, ingest_bundle, ingest_events, parse_bundle
+from pithnode.store import SCHEMA_VERSION, Store, StoreError
+from pithnode.synth import synthetic_subject
+from pithnode.views import equivocation_reports, events_of, find_subject, own_bundle, state_of
+from pithnode.identity import NodeIdentity
+from pithnode.synth import named_key
+
+from helpers import MIRRORS, REAL_BUNDLE, REAL_STATE_SHA, REG, config
+
+NOW = "2026-11-23T00:00:00Z"
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    cfg = config(tmp_path)
+    store = Store(cfg.db_path)
+    yield store, cfg
+    store.close()
+
+
+def ingest(store, cfg, bundle, source="test"):
+    return ingest_bundle(store, bundle, source=source, trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
+
+
+def table_dump(store: Store) -> dict:
+    q = {
+        "events": "SELECT event_id, body FROM events ORDER BY event_id",
+        "subjects": "SELECT pith_number, state, state_sha256, event_count FROM subjects ORDER BY pith_number",
+        "keys": "SELECT fingerprint, raw FROM keys ORDER BY fingerprint",
+        "reports": "SELECT kind, dedupe, detail FROM reports ORDER BY dedupe",
+        "aliases": "SELECT kind, value FROM aliases ORDER BY kind, value",
+    }
+    return {k: list(store.db.execute(v)) for k, v in q.items()}
+
+
+def assert_states_are_fresh_merges(store: Store, cfg) -> None:
+    ring = cfg.trusted_ring().merged(store.key_ring())
+    for s in store.subjects():
+        events = events_of(store, s)
+        fresh = merge(s.pith_number, events, ring, cfg.registry)
+        assert store.state_bytes(s.pith_number) == canonical_bytes(fresh)
+
+
+def test_real_bundle_reproduces_and_reingest_changes_nothing(env):
+    store, cfg = env
+    bundle = parse_bundle(REAL_BUNDLE.read_bytes())
+    res = ingest(store, cfg, bundle)
+    assert res.state_sha256 == REAL_STATE_SHA and res.source_state_matches and res.signature_ok
+    assert len(res.new_event_ids) == 2 and not res.rejected
+    before = table_dump(store)
+    res2 = ingest(store, cfg, copy.deepcopy(bundle))
+    assert res2.new_event_ids == [] and res2.known == 2
+    assert table_dump(store) == before
+    assert store.integrity_check() == ["ok"]
+    assert find_subject(store, "2606.26666").pith_number == bundle["pith_number"]
+    assert find_subject(store, "pith:EL6A4QOT").code == "EL6A4QOTPLYS3LFEIZGOL5QVTM"
+    assert find_subject(store, "10.48550/arXiv.2606.26666").code == "EL6A4QOTPLYS3LFEIZGOL5QVTM"
+
+
+def test_tampered_bundle_rejected_event_by_event(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 1, 12, MIRRORS)
+    bundle = REG.bundle(pn, events, keys=MIRRORS)
+    bundle["events"][3]["payload"]["tampered"] = True  # breaks its hash and the bundle signature
+    bundle["events"][5]["signature"]["signature_b64"] = bundle["events"][6]["signature"]["signature_b64"]
+    res = ingest(store, cfg, bundle)
+    assert res.signature_ok is False
+    assert [(r["index"], r["reason"]) for r in res.rejected] == [(3, "hash_mismatch"), (5, "bad_signature")]
+    assert len(res.new_event_ids) == 10
+    rows = store.rejections()
+    assert {r["reason"] for r in rows} == {"hash_mismatch", "bad_signature"} and all(r["source"] == "test" for r in rows)
+    # its published state (over all 12 events) is not our merge of the 10 admitted: a disagreement
+    assert res.source_state_matches is False
+    assert [r["kind"] for r in store.reports("disagreement")] == ["disagreement"]
+    assert_states_are_fresh_merges(store, cfg)
+
+
+def test_conflicting_event_from_second_source_is_an_equivocation_with_evidence(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 2, 8, MIRRORS)
+    ingest(store, cfg, REG.bundle(pn, events, keys=MIRRORS), source="https://a.test")
+    graph = [e for e in events if e["event_type"] == "graph_snapshot"]
+    fork = REG.graph_snapshot(pn, "2026-05-05T00:00:00Z", prev=graph[0], title="a conflicting snapshot")
+    res = ingest(store, cfg, REG.bundle(pn, [*events, fork], keys=MIRRORS), source="https://b.test")
+    assert res.new_event_ids == [fork["event_id"]]
+    assert len(res.new_equivocations) == 1
+    reports = equivocation_reports(store)
+    assert len(reports) == 1
+    rep = reports[0]
+    assert rep["identity"] == "registry" and rep["target"] == "graph" and rep["prev_event"] == graph[0]["event_id"]
+    assert fork["event_id"] in rep["event_ids"] and {e["event_id"] for e in rep["events"]} == set(rep["event_ids"])
+    assert rep["public_keys"] and rep["source"] == "https://b.test"
+    # re-ingesting reports nothing new
+    assert ingest(store, cfg, REG.bundle(pn, [*events, fork], keys=MIRRORS)).new_equivocations == []
+    assert_states_are_fresh_merges(store, cfg)
+
+
+def test_lying_state_is_a_disagreement(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 3, 6, MIRRORS)
+    honest = merge(pn, events, REG.ring().merged(KeyRingOf(MIRRORS)), {REG.fingerprint})
+    lie = json.loads(json.dumps(honest))
+    lie["current"]["graph_snapshots"] = []
+    from pithnode.core import state_hash
+    lie["state_sha256"] = state_hash(lie)
+    res = ingest(store, cfg, REG.bundle(pn, events, keys=MIRRORS, state=lie))
+    assert res.signature_ok and res.source_state_matches is False
+    assert res.state_sha256 == honest["state_sha256"]  # we keep our own merge
+    (rep,) = store.reports("disagreement")
+    assert rep["detail"]["published_state_sha256"] == lie["state_sha256"]
+
+
+def KeyRingOf(signers):
+    from pithnode.core import KeyRing
+    ring = KeyRing()
+    for s in signers:
+        ring.add_raw(s.raw, s.key_id)
+    return ring
+
+
+def test_loose_events_and_unknown_subject(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 4, 5, MIRRORS)
+    keys = [m.entry() for m in MIRRORS]
+    res = ingest_events(store, pn, [*events, {"junk": 1}], keys, source="peer", trusted=cfg.trusted_ring(),
+                        registry=cfg.registry, now=NOW)
+    assert len(res.new_event_ids) == 5 and res.rejected[0]["reason"] == "malformed"
+    # nothing admissible for an unknown subject creates no subject, but the rejection is recorded
+    res = ingest_events(store, "pith:2026:" + "B" * 26, [{"junk": 1}], [], source="peer",
+                        trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
+    assert store.subject("B" * 26) is None and len(store.rejections()) == 2
+
+
+def test_own_bundle_verifies_and_holds_everything(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 5, 9, MIRRORS)
+    ingest(store, cfg, REG.bundle(pn, events, keys=MIRRORS))
+    subject = find_subject(store, pn)
+    ident = NodeIdentity(named_key("node-x"), "http://127.0.0.1:9")
+    b = own_bundle(store, subject, ident, cfg.trusted_ring(), public_url="http://127.0.0.1:9", now=NOW, signed_at=NOW)
+    from pithnode.core import check_bundle
+    rep = check_bundle(json.loads(canonical_bytes(b)), cfg.trusted_ring(), cfg.registry)
+    assert rep.problems == [] and rep.signature_ok and not rep.signer_is_registry
+    assert rep.state["state_sha256"] == state_of(store, subject)["state_sha256"]
+    assert any(h["base_url"] == "http://127.0.0.1:9" for h in b["mirror_hints"])
+
+
+def test_parse_bundle_refuses_unusable_input():
+    with pytest.raises(IngestError, match="over the cap"):
+        parse_bundle(b"{}" + b" " * 100, max_bytes=50)
+    with pytest.raises(IngestError, match="not JSON"):
+        parse_bundle(b"[" * 100_000)
+    with pytest.raises(IngestError, match="no pith_number"):
+        parse_bundle(b'{"events": []}')
+
+
+def test_corrupt_database_is_refused_not_wiped(tmp_path: Path):
+    db = tmp_path / "pithnode.sqlite3"
+    junk = b"this is not a database" * 500
+    db.write_bytes(junk)
+    with pytest.raises(StoreError, match="not a valid pithnode database"):
+        Store(db)
+    assert db.read_bytes() == junk
+
+
+def test_newer_schema_is_refused(tmp_path: Path):
+    db = tmp_path / "s.sqlite3"
+    Store(db).close()
+    import apsw
+    c = apsw.Connection(str(db))
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    c.close()
+    with pytest.raises(StoreError, match="newer than this pithnode"):
+        Store(db)
+
+
+def test_failed_transaction_leaves_nothing(env):
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 6, 5, MIRRORS)
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            sid = store.ensure_subject(pn)
+            raise RuntimeError("crash mid-batch")
+    assert store.subject(pn) is None
+    with pytest.raises(RuntimeError, match="inside transaction"):
+        store.ensure_subject(pn)
