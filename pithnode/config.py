@@ -43,6 +43,7 @@ class Config:
     peers: tuple[str, ...] = ()
     follow: tuple[str, ...] = ()
     poll_interval: float = 900.0
+    gossip_interval: float = 30.0
     storage_renewal_days: float = 30.0
     on_equivocation: str | None = None
     max_concurrent_fetches: int = 8

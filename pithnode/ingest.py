@@ -136,6 +136,9 @@ def _store_admitted(
     ]
     result.new_event_ids = store.add_events(subject_id, rows, result.source, now)
     result.known = len(events) - len(result.new_event_ids)
+    if not result.new_event_ids and not was_empty and had is not None and had.state_sha256 is not None:
+        result.state_sha256 = had.state_sha256  # nothing new: the stored state stands
+        return None
     # When the store held nothing and took every event, our merge of the source's
     # events is already the merge of the stored set: do not compute it twice.
     reuse = source_state if (was_empty and result.known == 0) else None
@@ -201,11 +204,13 @@ def ingest_bundle(
 
 def ingest_events(
     store: Store, pith_number: str, objs: list[Any], key_entries: list[Any], *, source: str | None,
-    trusted: KeyRing, registry: frozenset[str], now: str,
+    trusted: KeyRing, registry: frozenset[str], now: str, admissions: list[Admission] | None = None,
 ) -> IngestResult:
-    """Admit loose events for one subject (gossip, an events list) and apply them."""
+    """Admit loose events for one subject (gossip, an events list) and apply them.
+    `admissions` may be computed beforehand (off the event loop) with the same keys."""
     ring = node_ring(store, trusted).merged(KeyRing.from_entries(key_entries))
-    admissions = [admit(o, pith_number, ring) for o in objs]
+    if admissions is None:
+        admissions = [admit(o, pith_number, ring) for o in objs]
     seen: set[str] = set()
     events = []
     for adm, obj in zip(admissions, objs):

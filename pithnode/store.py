@@ -390,6 +390,13 @@ class Store:
             out.extend((r[0], bytes(r[1])) for r in self.db.execute(q, chunk))
         return out
 
+    def event_keys(self) -> list[tuple[str, str]]:
+        """(created_at, event_id) of every held event, in canonical order (for reconciliation)."""
+        return list(self.db.execute("SELECT created_at, event_id FROM events ORDER BY created_at, event_id"))
+
+    def subject_count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM subjects").fetchone()[0]
+
     def event_count(self) -> int:
         return self.db.execute("SELECT count(*) FROM events").fetchone()[0]
 

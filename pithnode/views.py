@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from .core import KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
+from .core import MERGE_VERSION, KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
 from .identity import NodeIdentity
 from .store import Store, Subject
 
@@ -120,3 +120,76 @@ def equivocation_reports(store: Store, *, since: str | None = None, subject: str
         out.append({"pith_number": rep["subject"], "first_seen": rep["first_seen"], "last_seen": rep["last_seen"],
                     "source": rep["source"], **eq, "events": evidence, "public_keys": keys.entries()})
     return out
+
+
+def record_json(store: Store, subject: Subject, public_url: str) -> dict[str, Any] | None:
+    """`/pith/<CODE>.json`: the record as the registry serves it, from our merged
+    state (receipt included, so a client verifies it without trusting us)."""
+    state = state_of(store, subject)
+    cur = (state or {}).get("current") or {}
+    rc = cur.get("record_created")
+    if not rc:
+        return None
+    p = rc["payload"]
+    record = p.get("canonical_record") or {}
+    snaps = cur.get("graph_snapshots") or []
+    base = public_url.rstrip("/")
+    return {
+        "record_type": "pith_number_record", "schema_version": "1.0",
+        "pith_number": subject.pith_number, "short_pith_number": "pith:" + subject.code[:8],
+        "canonical_sha256": p.get("canonical_sha256"), "source": record.get("source"),
+        "canonical_record": record, "receipt": p.get("receipt"),
+        "graph_snapshot": snaps[-1]["payload"].get("graph_snapshot") if snaps else None,
+        "aliases": cur.get("source_aliases") or [],
+        "state_sha256": state["state_sha256"] if state else None,
+        "links": {"json": f"{base}/pith/{subject.code}.json",
+                  "graph_json": f"{base}/api/pith-number/{subject.code}/graph.json",
+                  "events_json": f"{base}/api/pith-number/{subject.code}/events.json",
+                  **resolver_urls(base, subject.code)},
+    }
+
+
+def events_doc(store: Store, subject: Subject, keys: KeyRing) -> dict[str, Any]:
+    """`/api/pith-number/<CODE>/events.json`: every admitted event (canonical
+    order) with the keys that verify them."""
+    events = events_of(store, subject)
+    fps = {e["signer"]["public_key_fingerprint"] for e in events}
+    ring = keys.merged(store.key_ring())
+    return {"pith_number": subject.pith_number, "event_count": len(events), "events": events,
+            "public_keys": ring.entries(fps & set(ring))}
+
+
+def graph_doc(store: Store, subject: Subject) -> dict[str, Any] | None:
+    """`/api/pith-number/<CODE>/graph.json`: the current graph of the merged state."""
+    state = state_of(store, subject)
+    if state is None:
+        return None
+    cur = state["current"]
+    snaps = cur["graph_snapshots"]
+    return {"pith_number": subject.pith_number, "state_sha256": state["state_sha256"],
+            "graph_snapshot": snaps[-1] if snaps else None, "graph_snapshots": snaps,
+            "citation_signatures": cur["citation_signatures"], "corrections": cur["corrections"]}
+
+
+def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, generated_at: str) -> dict[str, Any]:
+    """`/pith-mirrors.json`, shaped like the registry's: ourselves, then every
+    mirror we learned of (bundle sources that answered, mirror_hint events)."""
+    def entry(name: str, base: str, status: str, key: dict[str, Any] | None = None) -> dict[str, Any]:
+        e = {"name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
+             "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json", "state_pattern": f"{base}/pith/{{suffix}}/state.json",
+             "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json", "status": status}
+        if key is not None:
+            e["public_key"] = key
+        return e
+
+    own = identity.ring().entries()[0]
+    mirrors = [entry("pithnode", public_url.rstrip("/"), "self", {**own, "url": f"{public_url.rstrip('/')}/pith-signing-key.json"})]
+    seen = {public_url.rstrip("/")}
+    for s in store.subjects():
+        for h in known_mirror_hints(store, s, None):
+            if h["base_url"] not in seen:
+                seen.add(h["base_url"])
+                mirrors.append(entry(h["name"], h["base_url"], h["status"]))
+    return {"manifest_type": "pith_mirror_manifest", "manifest_version": "1.0", "generated_at": generated_at,
+            "merge_version": MERGE_VERSION, "mirrors": mirrors,
+            "notes": "Current state is computed by deterministic merge, not by trusting this manifest."}

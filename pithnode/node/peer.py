@@ -1,0 +1,285 @@
+"""The peer protocol (version 1): msgpack over HTTP POST.
+
+  POST /peer/v1/reconcile  {v, msg}          -> {v, msg | None}   range-based set reconciliation
+  POST /peer/v1/events     {v, ids}          -> {v, events, keys} fetch events by id
+  POST /peer/v1/push       {v, from, events, keys} -> {v, admitted, known, rejected}
+
+Events travel as their canonical JSON bytes (msgpack bin) and are parsed with
+the same caps as any JSON we read; keys as the registry's key entries.
+Nothing a peer sends is trusted: every event goes through admission, unknown
+fields are ignored, every message has a size cap, and a malformed message is
+refused with 400 and logged. A node that agrees with a peer pays one small
+round trip; d missing events cost O(d) (see core/reconcile.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgpack
+import trio
+
+from .. import __version__
+from ..core import parse_json
+from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
+from ..net.fetch import FetchError, check_url
+from ..timeutil import utc_now
+from .service import Node
+
+log = logging.getLogger("pithnode.peer")
+
+VERSION = 1
+CONTENT_TYPE = b"application/vnd.pithnode.peer+msgpack"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_IDS = 5_000  # per events request
+MAX_EVENTS = 2_000  # per push or events answer
+MAX_EVENT_BYTES = 1024 * 1024
+MAX_KEYS = 2_000
+MAX_ROUNDS = 12
+MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
+
+
+class PeerError(Exception):
+    """A peer's message we refuse: the text says why."""
+
+
+def encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def decode(body: bytes, cap: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """A peer message, or PeerError. Checked for size before unpacking at all."""
+    if len(body) > cap:
+        raise PeerError(f"message of {len(body)} bytes is over the cap of {cap}")
+    try:
+        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_buffer_size=cap, use_list=True)
+    except Exception as exc:  # msgpack raises many types on garbage (ValueError, ExtraData, StackError...)
+        raise PeerError(f"not a msgpack message: {type(exc).__name__}: {str(exc)[:100]}") from None
+    if not isinstance(obj, dict) or obj.get("v") != VERSION:
+        raise PeerError(f"not a version {VERSION} peer message")
+    return obj
+
+
+def _list(msg: dict[str, Any], name: str, cap: int, kind: type) -> list[Any]:
+    value = msg.get(name, [])
+    if not isinstance(value, list) or len(value) > cap or not all(isinstance(v, kind) for v in value):
+        raise PeerError(f"{name} must be a list of at most {cap} {kind.__name__}")
+    return value
+
+
+def parse_events(msg: dict[str, Any]) -> tuple[dict[str, list[Any]], list[Any], int]:
+    """Events of a push or events answer grouped by subject, the keys, and how many were unreadable."""
+    by_subject: dict[str, list[Any]] = defaultdict(list)
+    bad = 0
+    for raw in _list(msg, "events", MAX_EVENTS, bytes):
+        try:
+            if len(raw) > MAX_EVENT_BYTES:
+                raise ValueError("event too large")
+            ev = parse_json(raw)
+        except ValueError:
+            bad += 1
+            continue
+        subject = ev.get("subject_pith_number") if isinstance(ev, dict) else None
+        if not isinstance(subject, str) or not subject.startswith("pith:") or len(subject) > 64:
+            bad += 1
+            continue
+        by_subject[subject].append(ev)
+    keys = [k for k in _list(msg, "keys", MAX_KEYS, dict)]
+    return by_subject, keys, bad
+
+
+@dataclass
+class PeerState:
+    url: str
+    healthy: bool = False
+    is_peer: bool = True  # False once it answered 404 to the peer protocol (a plain mirror)
+    last_ok: str | None = None
+    last_error: str | None = None
+    failures: int = 0
+    next_try: float = 0.0
+
+
+class PeerService:
+    """Both sides of the peer protocol for one node."""
+
+    max_message_bytes = MAX_MESSAGE_BYTES
+
+    def __init__(self, node: Node, client: httpx.AsyncClient | None = None, *, timeout: float = 20.0):
+        self.node = node
+        self.peers: dict[str, PeerState] = {}
+        self.client = client
+        self.timeout = timeout
+        self._set: tuple[int, ReconcileSet] | None = None
+        self._rng = random.Random()
+
+    # -- peers -------------------------------------------------------------------
+
+    def add_peer(self, url: str) -> None:
+        url = url.rstrip("/")
+        if len(self.peers) >= MAX_PEERS or not url.startswith(("http://", "https://")) or len(url) > 300:
+            return
+        if url != self.node.public_url and url not in self.peers:
+            self.peers[url] = PeerState(url)
+            log.info("peer added: %s", url)
+
+    def reconcile_set(self) -> ReconcileSet:
+        keys = self.node.event_keys()
+        if self._set is None or self._set[0] != id(keys):
+            self._set = (id(keys), ReconcileSet(keys))
+        return self._set[1]
+
+    # -- server side ---------------------------------------------------------------
+
+    async def handle(self, kind: str, body: bytes, client: str) -> bytes:
+        from .server import HttpError
+
+        m = self.node.metrics
+        try:
+            msg = decode(body, self.max_message_bytes)
+            if kind == "reconcile":
+                reply = Reconciler(self.reconcile_set()).respond(msg.get("msg"))
+                out: dict[str, Any] = {"v": VERSION, "msg": reply}
+            elif kind == "events":
+                ids = [i for i in _list(msg, "ids", MAX_IDS, str) if i.startswith("sha256:") and len(i) == 71]
+                out = {"v": VERSION, **self.events_payload(ids)}
+            else:
+                out = {"v": VERSION, **await self.accept_push(msg, client)}
+        except (PeerError, ReconcileError) as exc:
+            m.gossip.labels(kind=kind, direction="in", outcome="refused").inc()
+            log.warning("refused %s message from %s: %s", kind, client, exc)
+            raise HttpError(400, str(exc)) from None
+        m.gossip.labels(kind=kind, direction="in", outcome="ok").inc()
+        return encode(out)
+
+    def events_payload(self, ids: Iterable[str]) -> dict[str, Any]:
+        rows = self.node.store.events_by_id(ids)
+        fps = {parse_json(body)["signer"]["public_key_fingerprint"] for _pn, body in rows}
+        ring = self.node.ring()
+        return {"events": [body for _pn, body in rows], "keys": ring.entries(fps & set(ring))}
+
+    async def accept_push(self, msg: dict[str, Any], client: str) -> dict[str, Any]:
+        origin = msg.get("from") if isinstance(msg.get("from"), str) else None
+        by_subject, keys, bad = parse_events(msg)
+        admitted = known = rejected = 0
+        for subject, events in by_subject.items():
+            res = await self.node.ingest_events(subject, events, keys, source=f"peer {origin or client}",
+                                                origin_peer=origin.rstrip("/") if origin else None)
+            admitted += len(res.new_event_ids)
+            known += res.known
+            rejected += len(res.rejected)
+        if origin:
+            self.add_peer(origin)  # a node that pushes to us is a peer we can push back to
+        return {"admitted": admitted, "known": known, "rejected": rejected + bad}
+
+    # -- client side ---------------------------------------------------------------
+
+    async def post(self, url: str, kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """One request to a peer, with a total deadline and a cap on the answer."""
+        assert self.client is not None
+        await check_url(url, self.node.cfg.allow_private_addresses)
+        body = encode({"v": VERSION, **msg})
+        with trio.fail_after(self.timeout):
+            async with self.client.stream("POST", f"{url}/peer/v1/{kind}", content=body,
+                                          headers={"content-type": CONTENT_TYPE.decode()}) as resp:
+                if resp.status_code != 200:
+                    raise FetchError(f"{url}: peer {kind} answered HTTP {resp.status_code}", url=url,
+                                     status=resp.status_code)
+                chunks, size = [], 0
+                async for chunk in resp.aiter_bytes():
+                    size += len(chunk)
+                    if size > self.max_message_bytes:
+                        raise PeerError(f"{url}: answer over the cap of {self.max_message_bytes} bytes")
+                    chunks.append(chunk)
+        self.node.metrics.gossip.labels(kind=kind, direction="out", outcome="ok").inc()
+        return decode(b"".join(chunks), self.max_message_bytes)
+
+    async def sync_with(self, url: str) -> tuple[int, int]:
+        """Reconcile with one peer: fetch what we lack, push what it lacks.
+        Returns (events fetched, events pushed)."""
+        rec = Reconciler(self.reconcile_set())
+        msg: Any = rec.initiate()
+        have: set[str] = set()
+        need: set[str] = set()
+        for _round in range(MAX_ROUNDS):
+            reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
+            if reply is None:
+                break
+            msg, h, n = rec.reconcile(reply)
+            have.update(h)
+            need.update(n)
+            if msg is None:
+                break
+        fetched = 0
+        needed = sorted(need)
+        for i in range(0, len(needed), MAX_IDS):
+            answer = await self.post(url, "events", {"ids": needed[i : i + MAX_IDS]})
+            by_subject, keys, _bad = parse_events(answer)
+            for subject, events in by_subject.items():
+                res = await self.node.ingest_events(subject, events, keys, source=f"peer {url}", origin_peer=url)
+                fetched += len(res.new_event_ids)
+        pushed = await self.push_to(url, sorted(have))
+        return fetched, pushed
+
+    async def push_to(self, url: str, event_ids: list[str]) -> int:
+        sent = 0
+        for i in range(0, len(event_ids), MAX_EVENTS):
+            payload = self.events_payload(event_ids[i : i + MAX_EVENTS])
+            if payload["events"]:
+                await self.post(url, "push", {"from": self.node.public_url, **payload})
+                sent += len(payload["events"])
+        return sent
+
+    async def _guarded(self, url: str, fn: Any, *args: Any) -> None:
+        """Run one exchange with a peer, recording its health; never raises for the peer's faults."""
+        state = self.peers[url]
+        try:
+            await fn(url, *args)
+        except (FetchError, PeerError, ReconcileError, httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+            state.healthy = False
+            state.failures += 1
+            state.last_error = str(exc)[:300] or type(exc).__name__
+            if isinstance(exc, FetchError) and exc.status == 404:
+                state.is_peer = False
+            state.next_try = trio.current_time() + min(600.0, 2.0 ** min(state.failures, 10)) * (0.5 + self._rng.random())
+            self.node.metrics.gossip.labels(kind="exchange", direction="out", outcome="failed").inc()
+            log.info("peer %s: %s", url, state.last_error)
+        else:
+            state.healthy, state.failures, state.last_ok, state.last_error = True, 0, utc_now(), None
+
+    async def run(self, interval: float) -> None:
+        """Forever: push new events as they arrive, and reconcile with every
+        peer every `interval` seconds (with jitter) to heal what pushes missed."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._push_loop)
+            while True:
+                now = trio.current_time()
+                async with trio.open_nursery() as round_:
+                    for url, st in list(self.peers.items()):
+                        if st.is_peer and st.next_try <= now:
+                            round_.start_soon(self._guarded, url, self.sync_with)
+                await trio.sleep(interval * (0.75 + 0.5 * self._rng.random()))
+
+    async def _push_loop(self) -> None:
+        outbox = self.node.outbox
+        while True:
+            await outbox.wakeup.wait()
+            items = outbox.take()
+            async with trio.open_nursery() as nursery:
+                for url, st in list(self.peers.items()):
+                    if not st.is_peer:
+                        continue
+                    ids = [e for e, origin in items if origin != url]
+                    if ids:
+                        nursery.start_soon(self._guarded, url, self.push_to, ids)
+
+
+def new_client(connect_timeout: float = 10.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=connect_timeout), follow_redirects=False,
+                             headers={"user-agent": f"pithnode/{__version__} (+https://pith.science)"},
+                             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))

@@ -1,0 +1,271 @@
+"""The node's HTTP server: every resolver URL of the spec from the store, the
+peer protocol, the mirror manifest, equivocation reports, metrics, health and
+a status page. A plain ASGI app served by hypercorn's trio worker.
+
+Read-only except for the peer protocol, whose messages only ever offer events
+to admission: there is no admin action over HTTP.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve
+
+from ..core import canonical_bytes
+from ..views import (
+    LookupError_,
+    arxiv_id_of,
+    equivocation_reports,
+    events_doc,
+    graph_doc,
+    local_matches,
+    mirror_manifest,
+    record_json,
+)
+from . import peer
+from .service import Cached, Node
+
+log = logging.getLogger("pithnode.http")
+
+CODE = r"(?P<code>[A-Z2-7]{26})"
+ROUTES: list[tuple[str, re.Pattern[str]]] = [
+    (name, re.compile(pattern))
+    for name, pattern in [
+        ("bundle", rf"/pith/{CODE}/bundle\.json"),
+        ("bundle", rf"/\.well-known/pith/{CODE}/bundle\.json"),
+        ("state", rf"/pith/{CODE}/state\.json"),
+        ("record", rf"/pith/{CODE}\.json"),
+        ("events", rf"/api/pith-number/{CODE}/events\.json"),
+        ("graph", rf"/api/pith-number/{CODE}/graph\.json"),
+        ("resolve", r"/api/pith-number/resolve"),
+        ("signing_key", r"/pith-signing-key\.json"),
+        ("mirrors", r"/pith-mirrors\.json"),
+        ("equivocations", r"/equivocations\.json"),
+        ("metrics", r"/metrics"),
+        ("healthz", r"/healthz"),
+        ("status", r"/"),
+        ("peer", r"/peer/v1/(?P<kind>reconcile|events|push)"),
+    ]
+]
+MAX_HEADER_BYTES = 16 * 1024
+PAGE_SIZE = 50
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class App:
+    """ASGI application over one Node."""
+
+    def __init__(self, node: Node, peer_service: peer.PeerService):
+        self.node = node
+        self.peer = peer_service
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        route = "unknown"
+        try:
+            route, match = self._route(scope["path"])
+            status, headers, body = await self._dispatch(route, match, scope, receive)
+        except HttpError as exc:
+            status, headers, body = exc.status, [(b"content-type", b"application/json")], _json({"error": str(exc)})
+        except LookupError_ as exc:
+            status, headers, body = 404, [(b"content-type", b"application/json")], _json({"error": str(exc)})
+        self.node.metrics.http.labels(route=route, status=str(status)).inc()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+
+    def _route(self, path: str) -> tuple[str, re.Match[str]]:
+        for name, pattern in ROUTES:
+            if m := pattern.fullmatch(path):
+                return name, m
+        raise HttpError(404, f"no such resource: {path[:200]}")
+
+    async def _dispatch(self, route: str, m: re.Match[str], scope: dict[str, Any],
+                        receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        method = scope["method"]
+        if route == "peer":
+            if method != "POST":
+                raise HttpError(405, "peer messages are POSTed")
+            body = await _read_body(receive, scope, self.peer.max_message_bytes)
+            out = await self.peer.handle(m.group("kind"), body, _client(scope))
+            return 200, [(b"content-type", peer.CONTENT_TYPE)], out
+        if method not in ("GET", "HEAD"):
+            raise HttpError(405, "read-only resource: use GET")
+        req = _headers(scope)
+        doc = self._document(route, m, scope)
+        if isinstance(doc, tuple):
+            return doc
+        headers = [(b"content-type", doc.content_type.encode()), (b"etag", doc.etag.encode()),
+                   (b"vary", b"accept-encoding"), (b"cache-control", b"public, max-age=60")]
+        if doc.etag in [t.strip() for t in req.get("if-none-match", "").split(",")]:
+            return 304, headers, b""
+        if "gzip" in req.get("accept-encoding", "") and len(doc.body) > 1024:
+            return 200, headers + [(b"content-encoding", b"gzip")], doc.gzipped()
+        return 200, headers, doc.body
+
+    def _document(self, route: str, m: re.Match[str], scope: dict[str, Any]) -> Cached | tuple[int, list[tuple[bytes, bytes]], bytes]:
+        node, store = self.node, self.node.store
+        if route in ("bundle", "state", "record", "events", "graph"):
+            subject = store.subject(m.group("code"))
+            if subject is None or subject.state_sha256 is None:
+                raise HttpError(404, f"record {m.group('code')} is not held by this node")
+            pn = subject.pith_number
+            if route == "bundle":
+                return node.cached(pn, "bundle", lambda: node.bundle_bytes(pn))
+            if route == "state":
+                return node.cached(pn, "state", lambda: store.state_bytes(pn) or b"")
+            if route == "events":
+                return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, subject, node.ring())))
+            build = (lambda: record_json(store, subject, node.public_url)) if route == "record" \
+                else (lambda: graph_doc(store, subject))
+            doc = build()
+            if doc is None:
+                raise HttpError(404, f"{pn} has no record_created event yet")
+            return node.cached(pn, route, lambda: _json(doc))
+        if route == "resolve":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            arxiv = arxiv_id_of((query.get("arxiv") or [""])[0])
+            if arxiv is None:
+                raise HttpError(400, "resolve takes ?arxiv=<arXiv id>")
+            found = local_matches(store, arxiv)
+            if len(found) != 1:
+                raise HttpError(404, f"arXiv {arxiv} is not held by this node" if not found else "ambiguous")
+            subject = store.subject(found[0])
+            doc = record_json(store, subject, node.public_url) if subject else None
+            if doc is None:
+                raise HttpError(404, f"arXiv {arxiv} is not held by this node")
+            return node.cached(found[0], "record", lambda: _json(doc))
+        if route == "signing_key":
+            return node.cached("*", "key", lambda: _json({**node.identity.ring().entries()[0],
+                                                          "signer": node.identity.signer}))
+        if route == "mirrors":
+            return node.cached("*", "mirrors", lambda: _json(mirror_manifest(store, node.identity, node.public_url, node.now())))
+        if route == "equivocations":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            try:
+                page = max(1, int((query.get("page") or ["1"])[0]))
+            except ValueError:
+                raise HttpError(400, "page must be a positive integer") from None
+            reports = equivocation_reports(store, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+            more = len(reports) > PAGE_SIZE
+            doc = {"node": node.public_url, "page": page, "per_page": PAGE_SIZE,
+                   "next": f"{node.public_url}/equivocations.json?page={page + 1}" if more else None,
+                   "equivocations": reports[:PAGE_SIZE]}
+            return node.cached("*", f"equivocations-{page}", lambda: _json(doc))
+        if route == "metrics":
+            node.metrics.peers_up.set(sum(1 for p in self.peer.peers.values() if p.healthy))
+            return 200, [(b"content-type", b"text/plain; version=0.0.4")], node.metrics.exposition()
+        if route == "healthz":
+            return 200, [(b"content-type", b"application/json")], _json({"ok": True, "events": store.event_count()})
+        return node.cached("*", "status", lambda: status_page(node, self.peer), "text/html; charset=utf-8")
+
+
+def _headers(scope: dict[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _client(scope: dict[str, Any]) -> str:
+    client = scope.get("client") or ("?", 0)
+    return f"{client[0]}:{client[1]}"
+
+
+async def _read_body(receive: Receive, scope: dict[str, Any], cap: int) -> bytes:
+    """The request body, refused past `cap` bytes (hypercorn has no limit of its own)."""
+    declared = _headers(scope).get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+        raise HttpError(413, f"body over the cap of {cap} bytes")
+    chunks, size = [], 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise HttpError(400, "client went away")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise HttpError(413, f"body over the cap of {cap} bytes")
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+def status_page(node: Node, peers: peer.PeerService) -> bytes:
+    """The operator's page at `/`: records, peers, equivocations, rejections."""
+    e = html.escape
+    store = node.store
+    rows = "".join(
+        f"<tr><td><a href='/pith/{s.code}/state.json'>{e(s.pith_number)}</a></td><td>{e(s.title or '')}</td>"
+        f"<td>{s.event_count}</td><td>{s.equivocation_count}</td><td>{s.invalid_event_count}</td>"
+        f"<td><code>{e((s.state_sha256 or '')[:16])}</code></td></tr>"
+        for s in store.subjects()[:500]
+    )
+    prow = "".join(
+        f"<tr><td>{e(url)}</td><td>{'up' if p.healthy else 'down'}</td><td>{e(p.last_ok or '-')}</td>"
+        f"<td>{e(p.last_error or '')}</td></tr>"
+        for url, p in sorted(peers.peers.items())
+    )
+    eqs = "".join(
+        f"<li>{e(r['first_seen'])} {e(r['subject'])}: {e(r['detail'].get('identity', ''))} "
+        f"{e(r['detail'].get('target', ''))}: {len(r['detail'].get('event_ids', []))} events</li>"
+        for r in store.reports("equivocation", limit=50)
+    )
+    rej = "".join(
+        f"<li>{e(r['at'])} {e(r['reason'])} {e(r['event_id'] or '')} from {e(r['source'] or '?')}</li>"
+        for r in store.rejections(limit=50)
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>pithnode {e(node.public_url)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:left}}</style></head><body>
+<h1>pithnode</h1><p>{e(node.public_url)} &middot; key <code>{e(node.identity.key_id)}</code> &middot;
+{store.event_count()} events &middot; <a href="/pith-mirrors.json">mirrors</a> &middot;
+<a href="/equivocations.json">equivocations.json</a> &middot; <a href="/metrics">metrics</a></p>
+<h2>Records</h2><table><tr><th>Pith number</th><th>title</th><th>events</th><th>equivocations</th><th>invalid</th><th>state</th></tr>{rows}</table>
+<h2>Peers</h2><table><tr><th>peer</th><th>health</th><th>last ok</th><th>last error</th></tr>{prow}</table>
+<h2>Equivocations</h2><ul>{eqs or '<li>none</li>'}</ul>
+<h2>Recent rejections</h2><ul>{rej or '<li>none</li>'}</ul></body></html>"""
+    return page.encode()
+
+
+def hypercorn_config(listen: str) -> HyperConfig:
+    cfg = HyperConfig()
+    cfg.bind = [listen]
+    cfg.read_timeout = 30  # hypercorn's default is none: slowloris protection
+    cfg.keep_alive_timeout = 15
+    cfg.graceful_timeout = 3
+    cfg.h11_max_incomplete_size = MAX_HEADER_BYTES
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("hypercorn.error")
+    return cfg
+
+
+async def serve_http(app: App, listen: str, shutdown: trio.Event, *,
+                     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve until `shutdown` is set; reports the bound URLs once listening."""
+    await serve(app, hypercorn_config(listen), shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]

@@ -1,0 +1,220 @@
+"""The node's state in memory: its store, key, caches, metrics and reports.
+
+Every write goes through `Node`: the CPU-heavy part of admission (signature
+checks; PyNaCl releases the GIL) runs on a worker thread, then one store
+transaction commits the batch on the trio thread. Only the trio thread touches
+the SQLite connection, so there is no locking beyond trio's own scheduling:
+a transaction never awaits, so two ingests never interleave inside one.
+
+After each write the node invalidates what it caches for the subject, counts
+the outcome, reports new equivocations, invalid events and disagreements, and
+queues the new events for its peers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ..config import Config
+from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
+from ..identity import NodeIdentity, load_or_create_key
+from ..ingest import IngestError, IngestResult, ingest_bundle, ingest_events, node_ring
+from ..store import Store, Subject
+from ..timeutil import utc_now, utc_now_precise
+from ..views import LookupError_, own_bundle
+from .metrics import Metrics
+
+log = logging.getLogger("pithnode.node")
+
+
+@dataclass
+class Cached:
+    """One served document: its bytes, gzip bytes (made on first ask) and ETag."""
+
+    body: bytes
+    etag: str
+    content_type: str = "application/json"
+    _gz: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        if self._gz is None:
+            self._gz = gzip.compress(self.body, 5)
+        return self._gz
+
+
+@dataclass
+class Outbox:
+    """New event ids to push to peers, with the peer each came from (not pushed back)."""
+
+    items: list[tuple[str, str | None]] = field(default_factory=list)
+    wakeup: trio.Event = field(default_factory=trio.Event)
+
+    def put(self, event_ids: list[str], origin: str | None) -> None:
+        self.items.extend((e, origin) for e in event_ids)
+        self.wakeup.set()
+
+    def take(self) -> list[tuple[str, str | None]]:
+        items, self.items = self.items, []
+        self.wakeup = trio.Event()
+        return items
+
+
+class Node:
+    def __init__(self, cfg: Config, *, now: Callable[[], str] = utc_now):
+        self.cfg = cfg
+        self.now = now
+        self.public_url = (cfg.public_url or f"http://{cfg.listen}").rstrip("/")
+        self.store = Store(cfg.db_path, durability=cfg.durability)
+        self.identity = NodeIdentity(load_or_create_key(cfg.key_path), self.public_url)
+        self.trusted = cfg.trusted_ring()
+        self.registry = cfg.registry
+        self.metrics = Metrics()
+        self.outbox = Outbox()
+        self._cache: dict[tuple[str, str], Cached] = {}
+        self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
+        self.changed = trio.Event()  # set (and replaced) whenever the store changed
+        self._event_keys: list[tuple[str, str]] | None = None
+        self.metrics.refresh_store(self.store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- reads -----------------------------------------------------------------
+
+    def ring(self) -> KeyRing:
+        return node_ring(self.store, self.trusted).merged(self.identity.ring())
+
+    def event_keys(self) -> list[tuple[str, str]]:
+        """(created_at, event_id) of all held events, canonical order; cached until the next write."""
+        if self._event_keys is None:
+            self._event_keys = self.store.event_keys()
+        return self._event_keys
+
+    def cached(self, pith_number: str, kind: str, build: Callable[[], bytes], content_type: str = "application/json") -> Cached:
+        key = (pith_number, kind)
+        hit = self._cache.get(key)
+        if hit is None:
+            body = build()
+            hit = self._cache[key] = Cached(body, '"' + sha256_hex(body)[:32] + '"', content_type)
+        return hit
+
+    def bundle_bytes(self, pith_number: str) -> bytes:
+        subject = self.store.subject(pith_number)
+        if subject is None or subject.state_sha256 is None:
+            raise LookupError_(f"{pith_number} is not held")
+        now = self.now()
+        bundle = own_bundle(self.store, subject, self.identity, self.trusted, public_url=self.public_url,
+                            now=now, signed_at=utc_now_precise())
+        return canonical_bytes(bundle)
+
+    def _touched(self, pith_numbers: list[str]) -> None:
+        for key in [k for k in self._cache if k[0] in pith_numbers or k[0] == "*"]:
+            del self._cache[key]
+        self._event_keys = None
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # -- writes ----------------------------------------------------------------
+
+    async def ingest_bundle(self, bundle: dict[str, Any], *, source: str | None) -> IngestResult:
+        ring = self.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or [])) \
+            if isinstance(bundle.get("public_keys"), list) else self.ring()
+        report = await trio.to_thread.run_sync(check_bundle, bundle, ring, self.registry)
+        result = ingest_bundle(self.store, bundle, source=source, trusted=self.trusted.merged(self.identity.ring()),
+                               registry=self.registry, now=self.now(), report=report)
+        await self._after(result, origin=None)
+        return result
+
+    async def ingest_events(self, pith_number: str, objs: list[Any], keys: list[Any], *, source: str | None,
+                            origin_peer: str | None = None) -> IngestResult:
+        ring = self.ring().merged(KeyRing.from_entries(keys))
+        admissions = await trio.to_thread.run_sync(lambda: [admit(o, pith_number, ring) for o in objs])
+        result = ingest_events(self.store, pith_number, objs, keys, source=source,
+                               trusted=self.trusted.merged(self.identity.ring()), registry=self.registry,
+                               now=self.now(), admissions=admissions)
+        await self._after(result, origin=origin_peer)
+        return result
+
+    async def _after(self, result: IngestResult, origin: str | None) -> None:
+        m = self.metrics
+        m.admitted.inc(len(result.new_event_ids))
+        for r in result.rejected:
+            m.rejected.labels(reason=r["reason"]).inc()
+            log.warning("rejected event %s", json.dumps({"subject": result.pith_number, "source": result.source, **r}))
+        if result.new_event_ids or result.rejected:
+            self._touched([result.pith_number])
+            m.refresh_store(self.store)
+        if result.new_event_ids:
+            self.outbox.put(result.new_event_ids, origin)
+        for eq in result.new_equivocations:
+            await self.report("equivocation", result.pith_number, eq, result.source)
+        for inv in result.new_invalid:
+            await self.report("invalid_event", result.pith_number, inv, result.source)
+        if result.source_state_matches is False:
+            await self.report("disagreement", result.pith_number, {
+                "source": result.source, "published_state_sha256": result.published_state_sha256,
+                "merge_of_its_events_sha256": result.source_merge_sha256}, result.source)
+
+    async def report(self, kind: str, pith_number: str, detail: dict[str, Any], source: str | None) -> None:
+        """A new equivocation / invalid event / disagreement: log it, count it, hand it to the hook."""
+        self.metrics.reports.labels(kind=kind).inc()
+        doc = {"kind": kind, "pith_number": pith_number, "source": source, "node": self.public_url, **detail}
+        log.warning("%s %s", kind, json.dumps(doc, sort_keys=True))
+        if self.cfg.on_equivocation:
+            try:
+                self._hook_send.send_nowait(json.dumps(doc, sort_keys=True).encode() + b"\n")
+            except trio.WouldBlock:
+                log.error("on_equivocation hook is falling behind; report not handed over: %s", kind)
+
+    async def run_hooks(self) -> None:
+        """Hand each report to the operator's `on_equivocation` command, one at a time."""
+        cmd = shlex.split(self.cfg.on_equivocation or "")
+        async for doc in self._hook_recv:
+            if not cmd:
+                continue
+            try:
+                with trio.fail_after(60):
+                    proc = await trio.run_process(cmd, stdin=doc, check=False, capture_stdout=True, capture_stderr=True)
+                if proc.returncode != 0:
+                    log.error("on_equivocation command exited %s: %s", proc.returncode, proc.stderr[-500:])
+            except (OSError, trio.TooSlowError) as exc:
+                log.error("on_equivocation command failed: %s", exc)
+
+    # -- own events --------------------------------------------------------------
+
+    async def emit_own(self, pith_number: str, event_type: str, target: str, payload: dict[str, Any],
+                       prev: str | None) -> str | None:
+        """Sign one of our own events and commit it before anyone can see it."""
+        ev = make_event(self.identity.key, event_type=event_type, subject=pith_number, target=target,
+                        payload=payload, signer_id=self.identity.signer_id, signer_type="pith_mirror",
+                        key_id=self.identity.key_id, created_at=self.now(), signed_at=utc_now_precise(),
+                        prev_event=prev, supersedes=[prev] if prev else [])
+        res = await self.ingest_events(pith_number, [ev], self.identity.ring().entries(), source="self")
+        if res.rejected:
+            raise IngestError(f"our own {event_type} was rejected: {res.rejected[0]}")
+        return ev["event_id"]
+
+    def own_events(self, subject: Subject) -> list[dict[str, Any]]:
+        ids = [row[2] for row in self.store.signer_chain_heads(self.identity.fingerprint, subject.id)]
+        return [json.loads(body) for _pn, body in self.store.events_by_id(ids)]
+
+    def set_public_url(self, url: str) -> None:
+        """Once the listening address is known (a port picked by the OS)."""
+        self.public_url = url.rstrip("/")
+        self.identity = NodeIdentity(self.identity.key, self.public_url)
+        self._touched(["*"])
+
+    async def sleep_until_changed(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self.changed.wait()
+
+
+IngestFn = Callable[[dict[str, Any], str], Awaitable[IngestResult]]
