@@ -8,7 +8,9 @@ with the re-merged state of its subject and the reports it gives rise to.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -222,3 +224,37 @@ def ingest_events(
     with store.transaction():
         _store_admitted(store, pith_number, events, ring, registry, result, now)
     return result
+
+
+def import_bundles(
+    store: Store, items: Iterable[tuple[str, Callable[[], bytes]]], *, trusted: KeyRing, registry: frozenset[str],
+    now: Callable[[], str], max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, ahead: int = 4,
+) -> Iterator[tuple[str, IngestResult | Exception]]:
+    """Import many bundles in order, checking the next ones on a worker thread
+    while the current one is committed (PyNaCl releases the GIL, so the
+    signature checks use the second core). Yields (source, result or error)
+    per bundle; a StoreError stops the import (raised after the last yield)."""
+
+    def check(read: Callable[[], bytes], ring: KeyRing) -> tuple[dict[str, Any], BundleReport]:
+        bundle = parse_bundle(read(), max_bytes)
+        return bundle, check_bundle(bundle, ring, registry)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ring = node_ring(store, trusted)
+        queue: deque[tuple[str, Future[tuple[dict[str, Any], BundleReport]]]] = deque()
+        it = iter(items)
+        while True:
+            while len(queue) < ahead and (nxt := next(it, None)) is not None:
+                queue.append((nxt[0], pool.submit(check, nxt[1], ring)))
+            if not queue:
+                return
+            source, fut = queue.popleft()
+            try:
+                bundle, report = fut.result()
+                if any(a.reason == "unknown_key" for a in report.admission):
+                    ring = node_ring(store, trusted)  # keys stored since the check began
+                    report = check_bundle(bundle, ring, registry)
+                yield source, ingest_bundle(store, bundle, source=source, trusted=trusted, registry=registry,
+                                            now=now(), report=report)
+            except (OSError, IngestError) as exc:
+                yield source, exc

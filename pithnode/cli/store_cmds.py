@@ -15,7 +15,7 @@ from tqdm import tqdm
 from ..config import Config
 from ..core import canonical_bytes
 from ..identity import NodeIdentity, load_or_create_key
-from ..ingest import IngestError, ingest_bundle, parse_bundle
+from ..ingest import import_bundles
 from ..store import Store, StoreError
 from ..timeutil import utc_now, utc_now_precise
 from ..views import LookupError_, equivocation_reports, events_of, find_subject, own_bundle, state_of
@@ -77,20 +77,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     trusted, results, failed = cfg.trusted_ring(), [], 0
     show_bar = sys.stderr.isatty() and not args.no_progress and not args.json
     with open_store(cfg) as store:
-        for path in tqdm(args.files, unit="bundle", disable=not show_bar):
-            entry: dict[str, Any] = {"file": path}
-            try:
-                bundle = parse_bundle(Path(path).read_bytes(), cfg.max_bundle_bytes)
-                res = ingest_bundle(store, bundle, source=f"file:{os.path.abspath(path)}", trusted=trusted,
-                                    registry=cfg.registry, now=utc_now())
-                entry.update(ok=True, **res.to_json())
-            except (OSError, IngestError, StoreError) as exc:
-                failed += 1
-                entry.update(ok=False, error=str(exc))
-                if isinstance(exc, StoreError):
-                    results.append(entry)
-                    break  # disk full or the like: stop, nothing half-applied
-            results.append(entry)
+        items = [(f"file:{os.path.abspath(p)}", (lambda p=p: Path(p).read_bytes())) for p in args.files]
+        bar = tqdm(total=len(items), unit="bundle", disable=not show_bar)
+        try:
+            for (source, res), path in zip(import_bundles(store, items, trusted=trusted, registry=cfg.registry,
+                                                           now=utc_now, max_bytes=cfg.max_bundle_bytes), args.files):
+                bar.update()
+                if isinstance(res, Exception):
+                    failed += 1
+                    results.append({"file": path, "ok": False, "error": str(res)})
+                else:
+                    results.append({"file": path, "ok": True, **res.to_json()})
+        except StoreError as exc:  # disk full or the like: stop, nothing half-applied
+            failed += 1
+            results.append({"file": None, "ok": False, "error": str(exc)})
+        finally:
+            bar.close()
     if args.json:
         print_json({"imported": results, "failed": failed})
     else:

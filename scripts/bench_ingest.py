@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Ingest benchmark: import N synthetic events end to end (bundle bytes ->
+parse -> checks -> admission -> SQLite -> merge) into a fresh store, and the
+bare single-thread PyNaCl verify rate on the very same signatures, measured
+in the same run. Target: ingest >= 0.5x bare verify; goal beyond: >= 1.0x
+with the checks on a worker thread.
+
+    python scripts/bench_ingest.py [--events 50000] [--per-subject 40] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pithnode.core import canonical_bytes
+from pithnode.ingest import ingest_bundle, import_bundles, parse_bundle
+from pithnode.store import Store
+from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+
+
+def make_bundles(n_events: int, per_subject: int) -> tuple[list[bytes], list[tuple[bytes, bytes, bytes]]]:
+    reg = SynthRegistry()
+    mirrors = [SynthMirror("bench-a"), SynthMirror("bench-b")]
+    bundles, sigs = [], []
+    for n in range(max(1, n_events // per_subject)):
+        pn, events = synthetic_subject(reg, 10_000 + n, per_subject, mirrors)
+        keys = {m.fingerprint: m for m in [reg, *mirrors]}
+        for e in events:
+            signer = keys[e["signer"]["public_key_fingerprint"]]
+            sigs.append((signer.raw, bytes.fromhex(e["content_sha256"]), base64.b64decode(e["signature"]["signature_b64"])))
+        bundles.append(canonical_bytes(reg.bundle(pn, events, keys=mirrors)))
+    return bundles, sigs, reg
+
+
+def bare_verify_rate(sigs: list[tuple[bytes, bytes, bytes]]) -> float:
+    from nacl.signing import VerifyKey
+
+    vks: dict[bytes, VerifyKey] = {}
+    t = time.perf_counter()
+    for raw, msg, sig in sigs:
+        vk = vks.get(raw) or vks.setdefault(raw, VerifyKey(raw))
+        vk.verify(msg, sig)
+    return len(sigs) / (time.perf_counter() - t)
+
+
+def run_import(bundles: list[bytes], reg: SynthRegistry, pipelined: bool) -> float:
+    trusted = reg.ring()
+    registry = frozenset({reg.fingerprint})
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.sqlite3", durability="full") as store:
+        t = time.perf_counter()
+        if pipelined:
+            items = [(f"b{i}", (lambda b=b: b)) for i, b in enumerate(bundles)]
+            for _src, res in import_bundles(store, items, trusted=trusted, registry=registry,
+                                            now=lambda: "2026-11-23T00:00:00Z"):
+                assert not isinstance(res, Exception), res
+        else:
+            for i, b in enumerate(bundles):
+                ingest_bundle(store, parse_bundle(b), source=f"b{i}", trusted=trusted, registry=registry,
+                              now="2026-11-23T00:00:00Z")
+        elapsed = time.perf_counter() - t
+        n = store.event_count()
+    return n / elapsed
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--per-subject", type=int, default=40)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    print(f"signing {args.events} events...", file=sys.stderr)
+    bundles, sigs, reg = make_bundles(args.events, args.per_subject)
+    verify = bare_verify_rate(sigs)
+    sequential = run_import(bundles, reg, pipelined=False)
+    pipelined = run_import(bundles, reg, pipelined=True)
+    verify_after = bare_verify_rate(sigs)  # the machine is noisy: measure the reference on both sides
+    ref = (verify + verify_after) / 2
+    out = {
+        "events": len(sigs), "subjects": len(bundles), "bare_verify_per_s": round(ref),
+        "ingest_sequential_per_s": round(sequential), "ingest_pipelined_per_s": round(pipelined),
+        "ratio_sequential": round(sequential / ref, 3), "ratio_pipelined": round(pipelined / ref, 3),
+        "target_0_5x": pipelined / ref >= 0.5, "goal_1_0x": pipelined / ref >= 1.0,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"events {out['events']} over {out['subjects']} subjects (durability=full)")
+        print(f"bare PyNaCl verify, one thread: {ref:10.0f} /s")
+        print(f"ingest, sequential:             {sequential:10.0f} /s  ratio {out['ratio_sequential']:.2f}x")
+        print(f"ingest, checks on a worker:     {pipelined:10.0f} /s  ratio {out['ratio_pipelined']:.2f}x")
+        print(f"target >= 0.5x: {'PASS' if out['target_0_5x'] else 'FAIL'};"
+              f" goal >= 1.0x: {'PASS' if out['goal_1_0x'] else 'not reached'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
