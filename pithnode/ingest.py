@@ -27,6 +27,7 @@ from .core import (
 from .store import NewEvent, Store
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
+GROUP_EVENTS = 5_000  # events per commit when importing many bundles
 
 
 class IngestError(ValueError):
@@ -248,13 +249,23 @@ def import_bundles(
                 queue.append((nxt[0], pool.submit(check, nxt[1], ring)))
             if not queue:
                 return
-            source, fut = queue.popleft()
-            try:
-                bundle, report = fut.result()
-                if any(a.reason == "unknown_key" for a in report.admission):
-                    ring = node_ring(store, trusted)  # keys stored since the check began
-                    report = check_bundle(bundle, ring, registry)
-                yield source, ingest_bundle(store, bundle, source=source, trusted=trusted, registry=registry,
-                                            now=now(), report=report)
-            except (OSError, IngestError) as exc:
-                yield source, exc
+            # Several bundles share one commit (one fsync); each is still whole
+            # or absent, and results are told only once committed.
+            done: list[tuple[str, IngestResult | Exception]] = []
+            events = 0
+            with store.transaction():
+                while queue and events < GROUP_EVENTS:
+                    source, fut = queue.popleft()
+                    try:
+                        bundle, report = fut.result()
+                        if any(a.reason == "unknown_key" for a in report.admission):
+                            ring = node_ring(store, trusted)  # keys stored since the check began
+                            report = check_bundle(bundle, ring, registry)
+                        done.append((source, ingest_bundle(store, bundle, source=source, trusted=trusted,
+                                                           registry=registry, now=now(), report=report)))
+                        events += len(report.admission)
+                    except (OSError, IngestError) as exc:
+                        done.append((source, exc))
+                    while len(queue) < ahead and (nxt := next(it, None)) is not None:
+                        queue.append((nxt[0], pool.submit(check, nxt[1], ring)))
+            yield from done

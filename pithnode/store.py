@@ -223,9 +223,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic write: everything inside commits together or not at all."""
+        """One atomic write: everything inside commits together or not at all.
+        Nested, it is a savepoint: an inner failure undoes only the inner part."""
         if self._in_tx:
-            raise RuntimeError("nested transaction")
+            self.db.execute("SAVEPOINT inner")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK TO inner")
+                self.db.execute("RELEASE inner")
+                self._ring = None
+                raise
+            self.db.execute("RELEASE inner")
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except apsw.Error as exc:
