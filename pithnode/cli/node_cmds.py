@@ -66,5 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             await run_node(cfg, shutdown)
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:  # surface a single operator-facing error plainly
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        raise error from None
     return EXIT_OK

@@ -58,7 +58,13 @@ def decode(body: bytes, cap: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     if len(body) > cap:
         raise PeerError(f"message of {len(body)} bytes is over the cap of {cap}")
     try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True, max_buffer_size=cap, use_list=True)
+        # A fresh Unpacker per message (never reused after an error); its
+        # per-type length limits derive from max_buffer_size.
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=max(cap, 1), use_list=True)
+        unpacker.feed(body)
+        obj = unpacker.unpack()
+        if unpacker.tell() != len(body):
+            raise ValueError("extra data after the message")
     except Exception as exc:  # msgpack raises many types on garbage (ValueError, ExtraData, StackError...)
         raise PeerError(f"not a msgpack message: {type(exc).__name__}: {str(exc)[:100]}") from None
     if not isinstance(obj, dict) or obj.get("v") != VERSION:
@@ -203,18 +209,15 @@ class PeerService:
         """Reconcile with one peer: fetch what we lack, push what it lacks.
         Returns (events fetched, events pushed)."""
         rec = Reconciler(self.reconcile_set())
-        msg: Any = rec.initiate()
-        have: set[str] = set()
-        need: set[str] = set()
+        msg: bytes | None = rec.initiate()
         for _round in range(MAX_ROUNDS):
             reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
             if reply is None:
                 break
-            msg, h, n = rec.reconcile(reply)
-            have.update(h)
-            need.update(n)
+            msg = rec.reconcile(reply)
             if msg is None:
                 break
+        have, need = rec.have, rec.need
         fetched = 0
         needed = sorted(need)
         for i in range(0, len(needed), MAX_IDS):

@@ -77,7 +77,8 @@ async def attest_loop(running: Running) -> None:
 
 async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
                    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
-    shutdown = shutdown or trio.Event()
+    if shutdown is None:
+        shutdown = trio.Event()
     node = Node(cfg)  # opens the store first: nothing is served before it is open
     try:
         async with HttpFetcher(

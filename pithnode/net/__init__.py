@@ -1,0 +1,1 @@
+"""The network edge: fetching over HTTP behind a small interface."""

@@ -1,0 +1,174 @@
+"""Several real nodes on 127.0.0.1: serving, gossip, convergence, equivocation
+reports, hostile peers, partitions, restarts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import msgpack
+import trio
+
+from helpers import MIRRORS, REAL_BUNDLE, REAL_STATE_SHA, REG
+from nodes import connect, get_json, nodes, push, wait_converged
+from pithnode.core import check_bundle, default_registry_ring
+from pithnode.synth import synthetic_subject
+
+RING5 = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]
+
+
+async def seed(running, n: int = 1000, events: int = 12) -> tuple[str, list[dict]]:
+    pn, evs = synthetic_subject(REG, n, events, MIRRORS)
+    await running.node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="test")
+    return pn, evs
+
+
+async def test_node_serves_resolver_urls_of_the_real_bundle(tmp_path: Path):
+    async with nodes(tmp_path, 1) as (a,):
+        res = await a.node.ingest_bundle(json.loads(REAL_BUNDLE.read_text()), source="file")
+        assert res.state_sha256 == REAL_STATE_SHA
+        code = "EL6A4QOTPLYS3LFEIZGOL5QVTM"
+        status, state = await get_json(f"{a.url}/pith/{code}/state.json")
+        assert status == 200
+        async with httpx.AsyncClient() as client:
+            r = await client.get(f"{a.url}/pith/{code}/bundle.json")
+            bundle = r.json()
+            # conditional GET and gzip
+            r304 = await client.get(f"{a.url}/pith/{code}/bundle.json", headers={"if-none-match": r.headers["etag"]})
+            assert r304.status_code == 304
+            rgz = await client.get(f"{a.url}/pith/{code}/bundle.json", headers={"accept-encoding": "gzip"})
+            assert rgz.headers.get("content-encoding") == "gzip" and rgz.json() == bundle
+            for path in (f"/.well-known/pith/{code}/bundle.json", f"/pith/{code}.json",
+                         f"/api/pith-number/{code}/events.json", f"/api/pith-number/{code}/graph.json",
+                         "/pith-mirrors.json", "/equivocations.json", "/pith-signing-key.json", "/healthz", "/"):
+                assert (await client.get(a.url + path)).status_code == 200, path
+            assert (await client.get(a.url + "/pith/../../etc/passwd")).status_code == 404
+            assert (await client.post(f"{a.url}/pith/{code}/state.json")).status_code == 405
+            metrics = (await client.get(a.url + "/metrics")).text
+            assert "pithnode_events_admitted_total" in metrics
+        # the node's own bundle verifies: its signature, every event, its state;
+        # it holds the node's own witness/storage/mirror events once attested
+        ring = default_registry_ring()
+        report = check_bundle(bundle, ring, {"8d4b5ee74e4693bcd1df2446408b0d54"})
+        assert report.signature_ok and report.state_matches
+        assert all(x.admitted for x in report.admission)
+        assert any(h["status"] == "self" and h["base_url"] == a.url for h in bundle["mirror_hints"])
+        record = (await get_json(f"{a.url}/pith/{code}.json"))[1]
+        assert record["pith_number"] == bundle["pith_number"]
+
+
+async def test_own_attestations_are_made_once_and_chain_across_restarts(tmp_path: Path):
+    async with nodes(tmp_path, 1) as (a,):
+        pn, _ = await seed(a)
+        with trio.fail_after(10):
+            while len(a.node.own_events(a.node.store.subject(pn))) < 3:
+                await trio.sleep(0.05)
+        first = {e["event_type"]: e for e in a.node.own_events(a.node.store.subject(pn))}
+        assert set(first) == {"timestamp_anchor", "storage_attestation", "mirror_hint"}
+        url_before = a.url
+    # restart with a renewal interval of zero: storage is renewed, chained; nothing forks
+    async with nodes(tmp_path, 1, storage_renewal_days=0.0) as (a,):
+        subject = a.node.store.subject(pn)
+        with trio.fail_after(10):
+            while not any(e["prev_event"] == first["storage_attestation"]["event_id"]
+                          for e in a.node.own_events(subject)):
+                await trio.sleep(0.05)
+        own = a.node.own_events(subject)
+        state = json.loads(a.node.store.state_bytes(pn))
+        assert state["equivocation_count"] == 0, state["equivocations"]
+        renewal = next(e for e in own if e["prev_event"] == first["storage_attestation"]["event_id"])
+        assert renewal["supersedes"] == [first["storage_attestation"]["event_id"]]
+        assert sum(e["event_type"] == "timestamp_anchor" for e in own) == 1
+        assert url_before  # the port may differ across restarts: the chain continues regardless
+
+
+async def test_five_nodes_converge_and_all_report_the_same_equivocation(tmp_path: Path):
+    async with nodes(tmp_path, 5) as running:
+        connect(running, RING5)
+        pn, evs = await seed(running[0])
+        code = pn.rsplit(":", 1)[-1]
+        await wait_converged(running, [code])
+        # one new event published at node 2 reaches all five
+        last_graph = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+        new = REG.graph_snapshot(pn, "2026-03-01T00:00:00Z", prev=last_graph)
+        r = await push(running[2].url, [new], [])
+        assert r.status_code == 200 and msgpack.unpackb(r.content)["admitted"] == 1
+        await wait_converged(running, [code])
+        for r_ in running:
+            assert r_.node.store.events_by_id([new["event_id"]])
+        # a conflicting successor of the same graph snapshot, injected at node 4
+        rival = REG.graph_snapshot(pn, "2026-03-01T00:00:01Z", prev=last_graph, n_claims=5)
+        assert (await push(running[4].url, [rival], [])).status_code == 200
+        await wait_converged(running, [code])
+        evidence = []
+        for r_ in running:
+            status, doc = await get_json(f"{r_.url}/equivocations.json")
+            eqs = doc["equivocations"]
+            assert len(eqs) == 1, r_.url
+            evidence.append((tuple(sorted(eqs[0]["event_ids"])), tuple(e["event_id"] for e in eqs[0]["events"])))
+        assert len(set(evidence)) == 1
+        assert set(evidence[0][0]) == {new["event_id"], rival["event_id"]}
+
+
+async def test_empty_node_converges_from_its_peers_alone(tmp_path: Path):
+    async with nodes(tmp_path, 3) as running:
+        connect(running, [(0, 1)])
+        pns = [(await seed(running[0], 2000 + i))[0] for i in range(3)]
+        codes = [pn.rsplit(":", 1)[-1] for pn in pns]
+        await wait_converged(running[:2], codes)
+        connect(running, [(2, 1)])  # a newcomer that knows one peer
+        await wait_converged(running, codes)
+
+
+async def test_partition_heals(tmp_path: Path):
+    async with nodes(tmp_path, 4) as running:
+        connect(running, [(0, 1), (2, 3)])
+        pn, evs = await seed(running[0], 3000)
+        await seed(running[2], 3000)
+        code = pn.rsplit(":", 1)[-1]
+        last_graph = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+        left = REG.graph_snapshot(pn, "2026-04-01T00:00:00Z", prev=last_graph)
+        mine = [e for e in evs if e["event_type"] == "citation_signature" and e["signer"]["key_id"] == MIRRORS[0].key_id]
+        right = MIRRORS[0].citation(pn, "2026-04-01T00:00:05Z", 999, prev=mine[-1])
+        await push(running[1].url, [left], [])
+        await push(running[3].url, [right], [MIRRORS[0].entry()])
+        await wait_converged(running[:2], [code])
+        await wait_converged(running[2:], [code])
+        assert (await get_json(f"{running[0].url}/pith/{code}/state.json"))[1] != \
+            (await get_json(f"{running[2].url}/pith/{code}/state.json"))[1]
+        connect(running, [(1, 2)])  # heal
+        await wait_converged(running, [code])
+
+
+async def test_hostile_peer_is_refused_while_honest_nodes_converge(tmp_path: Path):
+    async with nodes(tmp_path, 3) as running:
+        connect(running, [(0, 1), (1, 2)])
+        pn, evs = await seed(running[0], 4000)
+        code = pn.rsplit(":", 1)[-1]
+        target = running[1].url
+        async with httpx.AsyncClient() as client:
+            for body in (b"\xc1garbage", b"", msgpack.packb([1, 2, 3]), msgpack.packb({"v": 99}), b"\x91" * 100_000,
+                         msgpack.packb({"v": 1}) + b"trailing"):
+                for kind in ("reconcile", "events", "push"):
+                    r = await client.post(f"{target}/peer/v1/{kind}", content=body)
+                    assert r.status_code == 400, (kind, body[:20], r.status_code)
+            for kind, msg in [("push", {"v": 1, "events": "x"}), ("push", {"v": 1, "events": [1, 2]}),
+                              ("reconcile", {"v": 1, "msg": [[1, 2], "zz"]}), ("reconcile", {"v": 1, "msg": b"\x01\x05"}),
+                              ("events", {"v": 1, "ids": list(range(10))}), ("events", {"v": 1, "ids": ["x"] * 6000})]:
+                r = await client.post(f"{target}/peer/v1/{kind}", content=msgpack.packb(msg))
+                assert r.status_code == 400, (kind, msg, r.status_code)
+            # unknown fields are ignored
+            r = await client.post(f"{target}/peer/v1/events", content=msgpack.packb({"v": 1, "ids": [], "extra": 1}))
+            assert r.status_code == 200 and msgpack.unpackb(r.content)["events"] == []
+            big = b"\x00" * (17 * 1024 * 1024)
+            r = await client.post(f"{target}/peer/v1/push", content=big)
+            assert r.status_code == 413
+        # tampered events are rejected one by one, with reasons
+        bad = dict(evs[-1], payload={"tampered": True})
+        r = await push(target, [bad, {"not": "an event"}], [])
+        assert r.status_code == 200
+        assert msgpack.unpackb(r.content)["rejected"] == 2
+        reasons = {x["reason"] for x in running[1].node.store.rejections()}
+        assert "hash_mismatch" in reasons
+        await wait_converged(running, [code])
