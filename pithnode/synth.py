@@ -105,7 +105,7 @@ class SynthRegistry(Signer):
 
     def bundle(self, pn: str, events: Iterable[dict[str, Any]], *, keys: Iterable[Signer] = (),
                base_url: str = "https://registry.test", built_at: str = _ts(300),
-               state: dict[str, Any] | None = None) -> dict[str, Any]:
+               state: dict[str, Any] | None = None, mirror_hints: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
         """A registry-signed bundle, shaped like the real ones. `state` overrides
         the honest merge (to make a lying bundle)."""
         events = list(events)
@@ -115,7 +115,8 @@ class SynthRegistry(Signer):
         code = pn.rsplit(":", 1)[-1]
         st = state if state is not None else merge(pn, events, ring, {self.fingerprint})
         return build_bundle(pith_number=pn, events=events, state=st, keys=ring,
-                            mirror_hints=[mirror_hint_entry("Synthetic registry", base_url, code, status="primary")],
+                            mirror_hints=[mirror_hint_entry("Synthetic registry", base_url, code, status="primary"),
+                                          *mirror_hints],
                             links={}, built_at=built_at, signed_at=built_at, signing_key=self.key, key_id=self.key_id)
 
 

@@ -24,11 +24,10 @@ MIRRORS = [SynthMirror("mirror-a"), SynthMirror("mirror-b")]
 
 def write_config(tmp: Path, **extra: Any) -> Path:
     """A config trusting both the real registry and the synthetic one."""
-    lines = [f'data_dir = "{tmp / "data"}"',
-             f'registry_fingerprints = ["8d4b5ee74e4693bcd1df2446408b0d54", "{REG.fingerprint}"]',
-             "allow_private_addresses = true", "retries = 1", "total_timeout = 5.0"]
-    for k, v in extra.items():
-        lines.append(f"{k} = {json.dumps(v)}")
+    settings = {"data_dir": str(tmp / "data"),
+                "registry_fingerprints": ["8d4b5ee74e4693bcd1df2446408b0d54", REG.fingerprint],
+                "allow_private_addresses": True, "retries": 1, "total_timeout": 5.0, **extra}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     e = REG.config_entry()
     lines.append(f'registry_keys = [{{key_id = "{e["key_id"]}", public_key_b64 = "{e["public_key_b64"]}", '
                  f'fingerprint_sha256_hex = "{e["fingerprint_sha256_hex"]}"}}]')
