@@ -277,7 +277,8 @@ class Reconciler:
                     missing = [i for i in mine if i[:PREFIX_BYTES] not in theirs]
                     budget -= len(missing)
                     lacks = [n for n, p in enumerate(r.ids or []) if p not in prefixes]
-                    out.append(Range(r.upper, REPLY, ids=missing, indices=lacks))
+                    out.append(Range(r.upper, REPLY, ids=missing, indices=lacks) if missing or lacks
+                               else Range(r.upper, SKIP))
             elif r.mode != SKIP:
                 raise ReconcileError("only the initiator is sent FULL or REPLY ranges")
             else:
