@@ -9,7 +9,8 @@ and per `supersedes` entry, so O(n log n) overall.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from operator import itemgetter
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -54,8 +55,8 @@ INVALID_REASONS: Final = (
 Event = Mapping[str, Any]
 
 
-def canonical_order_key(event: Event) -> tuple[str, str]:
-    return (event["created_at"], event["event_id"])
+# (created_at, event_id): the canonical order of events.
+canonical_order_key: Final[Callable[[Event], tuple[str, str]]] = itemgetter("created_at", "event_id")
 
 
 def _is_http_url(value: object) -> bool:
