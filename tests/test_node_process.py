@@ -107,3 +107,23 @@ async def test_sigterm_during_ingest_loses_nothing_acknowledged(tmp_path: Path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_demo_script_runs_offline_and_reports_the_equivocation_everywhere():
+    demo = Path(__file__).parent.parent / "scripts" / "demo"
+    out = subprocess.run([sys.executable, str(demo), "--hold", "0", "--json"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout[out.stdout.index("{"):out.stdout.rindex("}") + 1])
+    assert summary["same_evidence"] and len(summary["equivocation_event_ids"]) == 2
+
+
+def test_example_config_documents_every_setting():
+    from dataclasses import fields
+
+    from pithnode.config import Config
+
+    text = (Path(__file__).parent.parent / "config" / "pithnode.example.toml").read_text()
+    for f in fields(Config):
+        assert f"{f.name} =" in text, f.name
+    load_config(Path(__file__).parent.parent / "config" / "pithnode.example.toml", env={})
