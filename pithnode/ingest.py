@@ -8,10 +8,11 @@ with the re-merged state of its subject and the reports it gives rise to.
 from __future__ import annotations
 
 import json
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .core import (
@@ -114,7 +115,7 @@ def remerge(
 
 
 def _store_admitted(
-    store: Store, pn: str, events: list[dict[str, Any]], ring: KeyRing, registry: frozenset[str],
+    store: Store, pn: str, events: list[dict[str, Any]], bodies: list[bytes], ring: KeyRing, registry: frozenset[str],
     result: IngestResult, now: str, source_state: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Inside a transaction: store keys, events and rejections, re-merge the subject.
@@ -134,8 +135,8 @@ def _store_admitted(
                 needed.add(fp)
     store.add_keys(ring, sorted(needed), now)
     rows = [
-        NewEvent(e["event_id"], e["created_at"], e["event_type"], e["signer"]["public_key_fingerprint"], canonical_bytes(e))
-        for e in events
+        NewEvent(e["event_id"], e["created_at"], e["event_type"], e["signer"]["public_key_fingerprint"], body)
+        for e, body in zip(events, bodies)
     ]
     result.new_event_ids = store.add_events(subject_id, rows, result.source, now)
     result.known = len(events) - len(result.new_event_ids)
@@ -188,7 +189,7 @@ def ingest_bundle(
     )
     ring = node_ring(store, trusted).merged(KeyRing.from_entries(bundle.get("public_keys") or []))
     with store.transaction():
-        _store_admitted(store, pn, report.events, ring, registry, result, now, report.state)
+        _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state)
         store.add_bundle_check(pn, source, {
             "bundle_sha256": report.bundle_sha256, "signature_ok": report.signature_ok,
             "signer": report.signer_fingerprint, "published_state_sha256": report.published_state_sha256,
@@ -215,57 +216,99 @@ def ingest_events(
     if admissions is None:
         admissions = [admit(o, pith_number, ring) for o in objs]
     seen: set[str] = set()
-    events = []
+    events, bodies = [], []
     for adm, obj in zip(admissions, objs):
         if adm.admitted and adm.event_id not in seen:
             seen.add(adm.event_id)  # type: ignore[arg-type]
             events.append(obj)
+            bodies.append(adm.body)
     result = IngestResult(pith_number=pith_number, source=source, events_total=len(objs),
                           rejected=_rejections(admissions, objs))
     with store.transaction():
-        _store_admitted(store, pith_number, events, ring, registry, result, now)
+        _store_admitted(store, pith_number, events, bodies, ring, registry, result, now)
     return result
+
+
+_WORKER: tuple[KeyRing, frozenset[str], int] | None = None
+
+
+def _worker_init(entries: list[dict[str, Any]], registry: frozenset[str], max_bytes: int) -> None:
+    global _WORKER
+    _WORKER = (KeyRing.from_entries(entries), registry, max_bytes)
+
+
+def _worker_check(data: bytes) -> BundleReport | str:
+    """In a worker process: parse and check one bundle (the CPU-heavy part)."""
+    assert _WORKER is not None
+    ring, registry, max_bytes = _WORKER
+    try:
+        bundle = parse_bundle(data, max_bytes)
+    except IngestError as exc:
+        return str(exc)
+    report = check_bundle(bundle, ring, registry)
+    # The parent parses the bytes itself and re-derives the admitted events:
+    # cheaper than pickling them back. Bodies travel once.
+    report.events = []
+    report.admission = [replace(a, body=None) for a in report.admission]
+    return report
+
+
+def _with_events(bundle: dict[str, Any], report: BundleReport) -> BundleReport:
+    objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
+    seen: set[str] = set()
+    for adm, obj in zip(report.admission, objs):
+        if adm.admitted and adm.event_id not in seen:
+            seen.add(adm.event_id)  # type: ignore[arg-type]
+            report.events.append(obj)
+    return report
 
 
 def import_bundles(
     store: Store, items: Iterable[tuple[str, Callable[[], bytes]]], *, trusted: KeyRing, registry: frozenset[str],
-    now: Callable[[], str], max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, ahead: int = 4,
+    now: Callable[[], str], max_bytes: int = DEFAULT_MAX_BUNDLE_BYTES, workers: int | None = None,
 ) -> Iterator[tuple[str, IngestResult | Exception]]:
-    """Import many bundles in order, checking the next ones on a worker thread
-    while the current one is committed (PyNaCl releases the GIL, so the
-    signature checks use the second core). Yields (source, result or error)
-    per bundle; a StoreError stops the import (raised after the last yield)."""
-
-    def check(read: Callable[[], bytes], ring: KeyRing) -> tuple[dict[str, Any], BundleReport]:
-        bundle = parse_bundle(read(), max_bytes)
-        return bundle, check_bundle(bundle, ring, registry)
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ring = node_ring(store, trusted)
-        queue: deque[tuple[str, Future[tuple[dict[str, Any], BundleReport]]]] = deque()
+    """Import many bundles in order. Worker processes parse and check the next
+    bundles (signatures, hashes, admission: pure CPU, so processes, not
+    threads, use every core) while this process commits, several bundles per
+    transaction. Each bundle is still applied whole or not at all, and a
+    result is yielded only once committed. A StoreError stops the import."""
+    workers = workers or max(1, os.cpu_count() or 1)
+    ring = node_ring(store, trusted)
+    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(ring.entries(), registry, max_bytes)) as pool:
+        queue: deque[tuple[str, bytes | Exception, Future[BundleReport | str] | None]] = deque()
         it = iter(items)
-        while True:
-            while len(queue) < ahead and (nxt := next(it, None)) is not None:
-                queue.append((nxt[0], pool.submit(check, nxt[1], ring)))
-            if not queue:
-                return
-            # Several bundles share one commit (one fsync); each is still whole
-            # or absent, and results are told only once committed.
+
+        def refill() -> None:
+            while len(queue) < 4 * workers and (nxt := next(it, None)) is not None:
+                try:
+                    data = nxt[1]()
+                except OSError as exc:
+                    queue.append((nxt[0], exc, None))
+                    continue
+                queue.append((nxt[0], data, pool.submit(_worker_check, data)))
+
+        refill()
+        while queue:
             done: list[tuple[str, IngestResult | Exception]] = []
             events = 0
             with store.transaction():
                 while queue and events < GROUP_EVENTS:
-                    source, fut = queue.popleft()
+                    source, data, fut = queue.popleft()
                     try:
-                        bundle, report = fut.result()
+                        if isinstance(data, Exception) or fut is None:
+                            raise data if isinstance(data, Exception) else IngestError("unreadable")
+                        checked = fut.result()
+                        if isinstance(checked, str):
+                            raise IngestError(checked)
+                        bundle = parse_bundle(data, max_bytes)
+                        report = _with_events(bundle, checked)
                         if any(a.reason == "unknown_key" for a in report.admission):
-                            ring = node_ring(store, trusted)  # keys stored since the check began
-                            report = check_bundle(bundle, ring, registry)
+                            # keys stored since the workers started: check again here
+                            report = check_bundle(bundle, node_ring(store, trusted), registry)
                         done.append((source, ingest_bundle(store, bundle, source=source, trusted=trusted,
                                                            registry=registry, now=now(), report=report)))
                         events += len(report.admission)
                     except (OSError, IngestError) as exc:
                         done.append((source, exc))
-                    while len(queue) < ahead and (nxt := next(it, None)) is not None:
-                        queue.append((nxt[0], pool.submit(check, nxt[1], ring)))
+                    refill()
             yield from done

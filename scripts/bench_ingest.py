@@ -3,7 +3,7 @@
 parse -> checks -> admission -> SQLite -> merge) into a fresh store, and the
 bare single-thread PyNaCl verify rate on the very same signatures, measured
 in the same run. Target: ingest >= 0.5x bare verify; goal beyond: >= 1.0x
-with the checks on a worker thread.
+with the checks in worker processes (one per core).
 
     python scripts/bench_ingest.py [--events 50000] [--per-subject 40] [--json]
 """
@@ -49,7 +49,7 @@ def bare_verify_rate(sigs: list[tuple[bytes, bytes, bytes]]) -> float:
     return len(sigs) / (time.perf_counter() - t)
 
 
-def run_import(bundles: list[bytes], reg: SynthRegistry, pipelined: bool) -> float:
+def run_import(bundles: list[bytes], reg: SynthRegistry, pipelined: bool, workers: int | None = None) -> float:
     trusted = reg.ring()
     registry = frozenset({reg.fingerprint})
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.sqlite3", durability="full") as store:
@@ -57,7 +57,7 @@ def run_import(bundles: list[bytes], reg: SynthRegistry, pipelined: bool) -> flo
         if pipelined:
             items = [(f"b{i}", (lambda b=b: b)) for i, b in enumerate(bundles)]
             for _src, res in import_bundles(store, items, trusted=trusted, registry=registry,
-                                            now=lambda: "2026-11-23T00:00:00Z"):
+                                            now=lambda: "2026-11-23T00:00:00Z", workers=workers):
                 assert not isinstance(res, Exception), res
         else:
             for i, b in enumerate(bundles):
@@ -72,13 +72,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--per-subject", type=int, default=40)
+    ap.add_argument("--workers", type=int, default=None, help="checking processes (default: one per core)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     print(f"signing {args.events} events...", file=sys.stderr)
     bundles, sigs, reg = make_bundles(args.events, args.per_subject)
     verify = bare_verify_rate(sigs)
     sequential = run_import(bundles, reg, pipelined=False)
-    pipelined = run_import(bundles, reg, pipelined=True)
+    pipelined = run_import(bundles, reg, pipelined=True, workers=args.workers)
     verify_after = bare_verify_rate(sigs)  # the machine is noisy: measure the reference on both sides
     ref = (verify + verify_after) / 2
     out = {
@@ -93,7 +94,7 @@ def main() -> int:
         print(f"events {out['events']} over {out['subjects']} subjects (durability=full)")
         print(f"bare PyNaCl verify, one thread: {ref:10.0f} /s")
         print(f"ingest, sequential:             {sequential:10.0f} /s  ratio {out['ratio_sequential']:.2f}x")
-        print(f"ingest, checks on a worker:     {pipelined:10.0f} /s  ratio {out['ratio_pipelined']:.2f}x")
+        print(f"ingest, checks in workers:      {pipelined:10.0f} /s  ratio {out['ratio_pipelined']:.2f}x")
         print(f"target >= 0.5x: {'PASS' if out['target_0_5x'] else 'FAIL'};"
               f" goal >= 1.0x: {'PASS' if out['goal_1_0x'] else 'not reached'}")
     return 0

@@ -159,3 +159,14 @@ def test_parse_json_refuses_non_json_constants_and_deep_nesting():
         with pytest.raises(ValueError):
             parse_json(bad)
     assert parse_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
+
+
+def test_spliced_canonical_bytes_equal_a_full_serialization():
+    from pithnode.core.canonical import CanonicalError, canonical_bytes_spliced
+
+    bundle = json.loads(REAL_BUNDLE.read_text())
+    parts = [canonical_bytes(e) for e in bundle["events"]]
+    assert canonical_bytes_spliced(bundle, "events", parts) == canonical_bytes(bundle)
+    tricky = {"a": "\ud800hole\ud800", "events": [], "z": 1}  # the mark itself in the content: no canonical form
+    with pytest.raises(CanonicalError):
+        canonical_bytes_spliced(tricky, "events", [])

@@ -36,7 +36,7 @@ def test_kill_9_during_import_never_half_applies(tmp_path: Path):
     cfg_path = write_config(tmp_path, durability="normal")
     cfg = config(tmp_path, durability="normal")
     files, expected = [], {}
-    for n in range(200):
+    for n in range(250):
         pn, events = synthetic_subject(REG, 1000 + n, 40, MIRRORS)
         expected[pn] = {e["event_id"] for e in events}
         files.append(str(write_json(tmp_path / f"b{n}.json", REG.bundle(pn, events, keys=MIRRORS))))
@@ -48,7 +48,7 @@ def test_kill_9_during_import_never_half_applies(tmp_path: Path):
         proc = subprocess.Popen([sys.executable, "-m", "pithnode", "import", *files, "--no-progress",
                                  "--config", str(cfg_path)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(0.2, 1.2))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed_mid_way += 1

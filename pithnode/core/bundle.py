@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from nacl.signing import SigningKey
 
-from .canonical import CanonicalError, canonical_hash
+from .canonical import CanonicalError, canonical_bytes, canonical_bytes_spliced, canonical_hash, sha256_hex
 from .events import Admission, admit
 from .ids import code_from_digest_hex, short_pith_number, split_pith_number
 from .keys import KeyRing, fingerprint_hex, sign_b64
@@ -49,6 +49,7 @@ class BundleReport:
     signer_is_registry: bool = False
     admission: list[Admission] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list, repr=False)  # admitted, first copy of each
+    bodies: list[bytes] = field(default_factory=list, repr=False)  # CJ of each of `events`
     state: dict[str, Any] | None = None  # our merge of the bundle's admitted events
     published_state_sha256: str | None = None
     published_state_consistent: bool = False  # its state_sha256 is the hash of the rest
@@ -86,8 +87,29 @@ def check_bundle(bundle: object, trusted: KeyRing, registry: Iterable[str]) -> B
         report.problems.append(f"{len(refused)} public key(s) do not hash to their fingerprint")
     ring = trusted.merged(ring)
 
+    events = bundle.get("events")
+    if not isinstance(events, list):
+        report.problems.append("bundle has no events list")
+        events = []
+    elif len(events) > MAX_BUNDLE_EVENTS:
+        report.problems.append(f"bundle holds {len(events)} events, over the cap of {MAX_BUNDLE_EVENTS}")
+        events = []
+    seen: set[str] = set()
+    for ev in events:
+        adm = admit(ev, pn, ring)
+        report.admission.append(adm)
+        if adm.admitted and adm.event_id not in seen:
+            seen.add(adm.event_id)  # type: ignore[arg-type]
+            report.events.append(ev)
+            report.bodies.append(adm.body)  # type: ignore[arg-type]
     try:
-        report.bundle_sha256 = bundle_hash(bundle)
+        # the admitted events' canonical bytes are already known: splice, not re-serialize
+        if events and len(report.admission) == len(events):
+            parts = [a.body if a.body is not None else canonical_bytes(ev) for a, ev in zip(report.admission, events)]
+            unsigned = {k: v for k, v in bundle.items() if k != "bundle_signature"}
+            report.bundle_sha256 = sha256_hex(canonical_bytes_spliced(unsigned, "events", parts))
+        else:
+            report.bundle_sha256 = bundle_hash(bundle)
     except CanonicalError as exc:
         report.problems.append(f"bundle has no canonical form: {exc}")
     sig = bundle.get("bundle_signature")
@@ -114,20 +136,6 @@ def check_bundle(bundle: object, trusted: KeyRing, registry: Iterable[str]) -> B
     except ValueError:
         report.problems.append(f"pith_number {pn!r} is not a full Pith number")
 
-    events = bundle.get("events")
-    if not isinstance(events, list):
-        report.problems.append("bundle has no events list")
-        events = []
-    elif len(events) > MAX_BUNDLE_EVENTS:
-        report.problems.append(f"bundle holds {len(events)} events, over the cap of {MAX_BUNDLE_EVENTS}")
-        events = []
-    seen: set[str] = set()
-    for ev in events:
-        adm = admit(ev, pn, ring)
-        report.admission.append(adm)
-        if adm.admitted and adm.event_id not in seen:
-            seen.add(adm.event_id)  # type: ignore[arg-type]
-            report.events.append(ev)
     rejected = sum(1 for a in report.admission if not a.admitted)
     if rejected:
         report.problems.append(f"{rejected} event(s) rejected at admission")

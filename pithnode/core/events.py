@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -102,12 +102,6 @@ def content_of(event: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in UNHASHED_FIELDS}
 
 
-def _extra_len(event: Mapping[str, Any]) -> int:
-    # CJ(event) is CJ(content) with the three unhashed members spliced in at
-    # their sorted places: each adds `,"key":value`. Exact, and spares a
-    # second full serialization of the event.
-    return sum(len(k) + 4 + len(canonical_bytes(event[k])) for k in UNHASHED_FIELDS)
-
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -116,6 +110,8 @@ class Admission:
     event_id: str | None
     reason: str | None = None
     detail: str = ""
+    # CJ(event) of an admitted event: what a store keeps, computed once here.
+    body: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def admitted(self) -> bool:
@@ -130,9 +126,10 @@ def admit(obj: object, subject: str, keys: KeyRing) -> Admission:
     assert isinstance(obj, dict)
     try:
         content_bytes = canonical_bytes(content_of(obj))
-        size = len(content_bytes) + _extra_len(obj)
+        body = canonical_bytes(obj)
     except CanonicalError as exc:
         return Admission(None, MALFORMED, str(exc))
+    size = len(body)  # = len(CJ(content)) + the three unhashed members, as the spec counts it
     if size > MAX_EVENT_BYTES:
         return Admission(None, TOO_LARGE, f"canonical event is {size} bytes, over {MAX_EVENT_BYTES}")
     digest = sha256_hex(content_bytes)
@@ -148,7 +145,7 @@ def admit(obj: object, subject: str, keys: KeyRing) -> Admission:
         return Admission(None, UNKNOWN_KEY, f"no key for fingerprint {fp}")
     if not keys.verify(fp, bytes.fromhex(digest), sig["signature_b64"]):
         return Admission(None, BAD_SIGNATURE, "Ed25519 signature does not verify")
-    return Admission(obj["event_id"])
+    return Admission(obj["event_id"], body=body)
 
 
 def identity_of(event: Mapping[str, Any], registry: frozenset[str]) -> str:
