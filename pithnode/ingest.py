@@ -237,8 +237,10 @@ def _worker_init(entries: list[dict[str, Any]], registry: frozenset[str], max_by
     _WORKER = (KeyRing.from_entries(entries), registry, max_bytes)
 
 
-def _worker_check(data: bytes) -> BundleReport | str:
-    """In a worker process: parse and check one bundle (the CPU-heavy part)."""
+def _worker_check(data: bytes) -> tuple[dict[str, Any], BundleReport] | str:
+    """In a worker process: parse and check one bundle (the CPU-heavy part).
+    Returns what the parent needs to apply it and nothing more: a slim bundle
+    travels back cheaper than the parent could parse the bytes again."""
     assert _WORKER is not None
     ring, registry, max_bytes = _WORKER
     try:
@@ -246,21 +248,12 @@ def _worker_check(data: bytes) -> BundleReport | str:
     except IngestError as exc:
         return str(exc)
     report = check_bundle(bundle, ring, registry)
-    # The parent parses the bytes itself and re-derives the admitted events:
-    # cheaper than pickling them back. Bodies travel once.
-    report.events = []
-    report.admission = [replace(a, body=None) for a in report.admission]
-    return report
-
-
-def _with_events(bundle: dict[str, Any], report: BundleReport) -> BundleReport:
+    report.admission = [replace(a, body=None) for a in report.admission]  # bodies travel once, in report.bodies
     objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
-    seen: set[str] = set()
-    for adm, obj in zip(report.admission, objs):
-        if adm.admitted and adm.event_id not in seen:
-            seen.add(adm.event_id)  # type: ignore[arg-type]
-            report.events.append(obj)
-    return report
+    slim = {k: bundle.get(k) for k in ("pith_number", "built_at", "public_keys")}
+    slim["state"] = {} if isinstance(bundle.get("state"), dict) else None
+    slim["events"] = [None if a.admitted else o for a, o in zip(report.admission, objs)]  # rejected ones, for reports
+    return slim, report
 
 
 def import_bundles(
@@ -300,10 +293,10 @@ def import_bundles(
                         checked = fut.result()
                         if isinstance(checked, str):
                             raise IngestError(checked)
-                        bundle = parse_bundle(data, max_bytes)
-                        report = _with_events(bundle, checked)
+                        bundle, report = checked
                         if any(a.reason == "unknown_key" for a in report.admission):
                             # keys stored since the workers started: check again here
+                            bundle = parse_bundle(data, max_bytes)
                             report = check_bundle(bundle, node_ring(store, trusted), registry)
                         done.append((source, ingest_bundle(store, bundle, source=source, trusted=trusted,
                                                            registry=registry, now=now(), report=report)))
