@@ -20,10 +20,11 @@ from pithnode.node.runner import Running, run_node
 
 def node_config(tmp: Path, name: str, **extra: Any):  # type: ignore[no-untyped-def]
     e = REG.config_entry()
-    return load_config(None, env={}, data_dir=str(tmp / name), listen="127.0.0.1:0",
-                       registry_fingerprints=["8d4b5ee74e4693bcd1df2446408b0d54", REG.fingerprint],
-                       registry_keys=[e], allow_private_addresses=True, retries=0, total_timeout=5.0,
-                       connect_timeout=2.0, mirrors=[], poll_interval=3600.0, gossip_interval=0.5, **extra)
+    settings = dict(data_dir=str(tmp / name), listen="127.0.0.1:0",
+                    registry_fingerprints=["8d4b5ee74e4693bcd1df2446408b0d54", REG.fingerprint],
+                    registry_keys=[e], allow_private_addresses=True, retries=0, total_timeout=5.0,
+                    connect_timeout=2.0, mirrors=[], poll_interval=3600.0, gossip_interval=0.5)
+    return load_config(None, env={}, **{**settings, **extra})
 
 
 @asynccontextmanager

@@ -172,3 +172,72 @@ async def test_hostile_peer_is_refused_while_honest_nodes_converge(tmp_path: Pat
         reasons = {x["reason"] for x in running[1].node.store.rejections()}
         assert "hash_mismatch" in reasons
         await wait_converged(running, [code])
+
+
+async def test_polling_follows_a_record_with_conditional_requests(tmp_path: Path):
+    from httpserver import running_server
+
+    pn, evs = synthetic_subject(REG, 5000, 10, MIRRORS)
+    code = pn.rsplit(":", 1)[-1]
+    async with running_server() as registry:
+        path = f"/pith/{code}/bundle.json"
+        registry.static(path, json.dumps(REG.bundle(pn, evs, keys=MIRRORS, base_url=registry.url)).encode())
+        async with nodes(tmp_path, 1, mirrors=[registry.url], follow=[pn], poll_interval=0.3) as (a,):
+            with trio.fail_after(10):
+                while a.node.store.subject(pn) is None:
+                    await trio.sleep(0.05)
+                while registry.hits[path] < 3:
+                    await trio.sleep(0.05)
+            assert a.node.store.subject(pn).followed
+            # later polls are conditional and answered 304: nothing is re-ingested
+            conditional = [r for r in registry.requests if r["path"] == path and "if-none-match" in r]
+            assert conditional
+            src = a.node.store.source(registry.url + path)
+            assert src["etag"] and src["last_success"] and src["failures"] == 0
+            # a new event at the registry is picked up by the next poll
+            last = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+            new = REG.graph_snapshot(pn, "2026-06-01T00:00:00Z", prev=last)
+            registry.static(path, json.dumps(REG.bundle(pn, [*evs, new], keys=MIRRORS, base_url=registry.url)).encode())
+            with trio.fail_after(10):
+                while not a.node.store.events_by_id([new["event_id"]]):
+                    await trio.sleep(0.05)
+            # a failing source backs off instead of being hammered
+            registry.static(path, b"", fail_first=10**6)
+            before = registry.hits[path]
+            await trio.sleep(1.5)
+            assert registry.hits[path] - before <= 2
+            assert a.node.store.source(registry.url + path)["failures"] >= 1
+
+
+async def test_peers_are_discovered_from_mirror_hint_events(tmp_path: Path):
+    async with nodes(tmp_path, 3) as running:
+        connect(running, [(0, 1), (1, 2)])
+        pn, _ = await seed(running[0], 6000)
+        with trio.fail_after(10):  # node 0 signs its mirror_hint; gossip carries it to node 2
+            while not any(e["event_type"] == "mirror_hint"
+                          for e in running[0].node.own_events(running[0].node.store.subject(pn))):
+                await trio.sleep(0.05)
+        await wait_converged(running, [pn.rsplit(":", 1)[-1]])
+        # node 2 never heard of node 0 but holds its signed mirror_hint event
+        from pithnode.node.runner import discover
+
+        await discover(running[2])
+        assert running[0].url in running[2].peers.peers
+
+
+async def test_on_equivocation_hook_gets_the_report_on_stdin(tmp_path: Path):
+    out = tmp_path / "reports.jsonl"
+    async with nodes(tmp_path, 1, on_equivocation=f"sh -c 'cat >> {out}'") as (a,):
+        pn, evs = await seed(a, 6100)
+        last = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+        prev = next(e for e in evs if e["event_id"] == last["prev_event"])
+        rival = REG.graph_snapshot(pn, "2026-07-01T00:00:00Z", prev=prev, n_claims=8)
+        await push(a.url, [rival], [])
+        with trio.fail_after(10):
+            while not out.exists() or not out.read_text().strip():
+                await trio.sleep(0.05)
+        report = json.loads(out.read_text().splitlines()[0])
+        assert report["kind"] == "equivocation" and report["pith_number"] == pn
+        assert set(report["event_ids"]) == {rival["event_id"], last["event_id"]}
+        metrics = (await httpx.AsyncClient().get(a.url + "/metrics")).text
+        assert 'pithnode_reports_total{kind="equivocation"} 1.0' in metrics
