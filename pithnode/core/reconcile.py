@@ -294,8 +294,10 @@ class Reconciler:
             if r.mode == FINGERPRINT:
                 if self.set.fingerprint(lo, hi) == r.fingerprint:
                     out.append(Range(r.upper, SKIP))
+                elif hi - lo <= SMALL:
+                    out.append(self._open(lo, hi, r.upper))
                 else:
-                    out.append(self._open(lo, hi, r.upper)) if hi - lo <= SMALL else out.extend(self._split(lo, hi, r.upper))
+                    out.extend(self._split(lo, hi, r.upper))
             elif r.mode == FULL:
                 theirs = set(r.ids or [])
                 mine = set(self.set.ids(lo, hi))
@@ -308,7 +310,8 @@ class Reconciler:
                     if n >= len(mine):
                         raise ReconcileError("reply names an item we did not list")
                     self.have.add(_eid(mine[n]))
-                self.need.update(_eid(i) for i in r.ids or [] if i not in set(mine))
+                held = set(mine)
+                self.need.update(_eid(i) for i in r.ids or [] if i not in held)
                 out.append(Range(r.upper, SKIP))
             elif r.mode == SKIP:
                 out.append(Range(r.upper, SKIP))
