@@ -35,7 +35,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import node_cmds, store_cmds, sync_cmd, verify_cmds
+    from . import doctor_cmd, node_cmds, store_cmds, sync_cmd, verify_cmds
 
     p = argparse.ArgumentParser(
         prog="pithnode",
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="TOML config (default: $PITHNODE_CONFIG or the user config dir)")
     common.add_argument("--data-dir", metavar="DIR", help="store directory (default: $PITHNODE_DATA_DIR or the user data dir)")
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    for module in (verify_cmds, sync_cmd, store_cmds, node_cmds):
+    for module in (verify_cmds, sync_cmd, store_cmds, node_cmds, doctor_cmd):
         module.register(sub, common)
     return p
 

@@ -18,6 +18,7 @@ class Metrics:
         self.gossip = Counter("pithnode_gossip_messages", "Peer protocol messages", ["kind", "direction", "outcome"],
                               registry=r)
         self.http = Counter("pithnode_http_requests", "HTTP requests served", ["route", "status"], registry=r)
+        self.store_errors = Counter("pithnode_store_errors", "Writes the store refused (disk full...)", registry=r)
         self.subjects = Gauge("pithnode_subjects", "Records held", registry=r)
         self.events = Gauge("pithnode_events_stored", "Events held", registry=r)
         self.peers_up = Gauge("pithnode_peers_reachable", "Peers that answered the last exchange", registry=r)

@@ -29,6 +29,7 @@ from .. import __version__
 from ..core import parse_json
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..net.fetch import FetchError, check_url
+from ..store import StoreError
 from ..timeutil import utc_now
 from .service import Node
 
@@ -243,6 +244,9 @@ class PeerService:
         state = self.peers[url]
         try:
             await fn(url, *args)
+        except StoreError as exc:  # our disk, not the peer: no back-off for it, just say so
+            self.node.metrics.store_errors.inc()
+            log.error("store: %s (exchange with %s abandoned; nothing half-stored)", exc, url)
         except (FetchError, PeerError, ReconcileError, httpx.HTTPError, trio.TooSlowError, OSError) as exc:
             state.healthy = False
             state.failures += 1

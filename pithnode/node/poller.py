@@ -17,7 +17,7 @@ import trio
 from ..core import resolver_urls
 from ..ingest import IngestError, parse_bundle
 from ..net.fetch import FetchError, Fetcher
-from ..store import Subject
+from ..store import StoreError, Subject
 from ..sync import ResolveError, resolve
 from ..views import known_mirror_hints, state_of
 from .service import Node
@@ -98,6 +98,10 @@ class Poller:
                 if code and not str(bundle.get("pith_number")).endswith(":" + code):
                     raise IngestError(f"bundle is for {bundle.get('pith_number')}, not {code}")
                 result = await node.ingest_bundle(bundle, source=url)
+            except StoreError as exc:
+                node.metrics.store_errors.inc()
+                log.error("store: %s (poll of %s not applied; retried next round)", exc, url)
+                return
             except (FetchError, IngestError) as exc:
                 retry_after = getattr(exc, "retry_after", None)
                 delay = self.backoff.failed(host, trio.current_time(), retry_after)
@@ -107,15 +111,21 @@ class Poller:
                 return
         self.backoff.ok(host)
         node.metrics.fetches.labels(outcome="ok").inc()
-        with store.transaction():
-            store.note_source(url, subject=result.pith_number, ok=True, at=node.now(), etag=res.etag,
-                              last_modified=res.last_modified, built_at=result.built_at)
-            store.set_followed(result.pith_number)
+        try:
+            with store.transaction():
+                store.note_source(url, subject=result.pith_number, ok=True, at=node.now(), etag=res.etag,
+                                  last_modified=res.last_modified, built_at=result.built_at)
+                store.set_followed(result.pith_number)
+        except StoreError as exc:
+            log.error("store: %s", exc)
         self.follow_codes.pop(code, None)
 
     def _note(self, url: str, subject: str | None, ok: bool, error: str | None) -> None:
-        with self.node.store.transaction():
-            self.node.store.note_source(url, subject=subject, ok=ok, at=self.node.now(), error=error)
+        try:
+            with self.node.store.transaction():
+                self.node.store.note_source(url, subject=subject, ok=ok, at=self.node.now(), error=error)
+        except StoreError as exc:
+            log.error("store: %s", exc)
 
     async def poll_once(self) -> None:
         for text in list(self.pending_follows):

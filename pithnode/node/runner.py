@@ -17,6 +17,7 @@ from ..config import Config
 from ..net.fetch import FetchError, HttpFetcher
 from ..core import parse_json
 from ..ingest import IngestError
+from ..store import StoreError
 from . import peer
 from .attest import attest_all
 from .poller import Poller, mirror_base_urls
@@ -41,7 +42,7 @@ async def _every(interval: float, fn, *args) -> None:  # type: ignore[no-untyped
     while True:
         try:
             await fn(*args)
-        except (FetchError, IngestError, OSError) as exc:
+        except (FetchError, IngestError, StoreError, OSError) as exc:
             log.warning("%s failed: %s", getattr(fn, "__name__", fn), exc)
         await trio.sleep(interval)
 
@@ -71,6 +72,9 @@ async def attest_loop(running: Running) -> None:
             await attest_all(node)
         except IngestError as exc:
             log.error("own attestation refused: %s", exc)
+        except StoreError as exc:  # nothing was signed into the store: retried on the next change
+            node.metrics.store_errors.inc()
+            log.error("store: %s (own attestations wait)", exc)
         await node.sleep_until_changed(3600)
         await trio.sleep(0.05)  # let a burst of changes settle
 

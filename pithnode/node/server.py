@@ -21,6 +21,7 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from ..core import canonical_bytes
+from ..store import StoreError
 from ..views import (
     LookupError_,
     arxiv_id_of,
@@ -99,6 +100,11 @@ class App:
             status, headers, body = exc.status, [(b"content-type", b"application/json")], _json({"error": str(exc)})
         except LookupError_ as exc:
             status, headers, body = 404, [(b"content-type", b"application/json")], _json({"error": str(exc)})
+        except StoreError as exc:  # e.g. disk full: nothing was stored or acknowledged; the peer retries later
+            self.node.metrics.store_errors.inc()
+            log.error("store: %s", exc)
+            status, headers, body = 503, [(b"content-type", b"application/json"), (b"retry-after", b"30")], \
+                _json({"error": str(exc)})
         self.node.metrics.http.labels(route=route, status=str(status)).inc()
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
