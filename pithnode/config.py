@@ -47,6 +47,11 @@ class Config:
     storage_renewal_days: float = 30.0
     on_equivocation: str | None = None
     max_concurrent_fetches: int = 8
+    # against floods of authentic events and of requests
+    max_signers_per_subject: int = 1000
+    max_events_per_signer: int = 10000
+    max_store_bytes: int = 0  # 0: no cap
+    peer_rate_limit: float = 50.0  # peer-protocol requests per second per client address (burst 4x)
 
     @property
     def db_path(self) -> Path:

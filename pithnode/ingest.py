@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from .core import (
@@ -29,6 +30,33 @@ from .store import NewEvent, Store
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 GROUP_EVENTS = 5_000  # events per commit when importing many bundles
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Local limits against a flood of authentic events (fresh keys cost an
+    attacker nothing). Registry-signed events are never refused. Events over a
+    limit are not stored; the refusal is recorded and reported as a flood."""
+
+    max_signers_per_subject: int = 1_000
+    max_events_per_signer: int = 10_000
+
+    def split(self, store: Store, subject_id: int, events: list[dict[str, Any]], bodies: list[bytes],
+              registry: frozenset[str]) -> tuple[list[dict[str, Any]], list[bytes], list[dict[str, Any]]]:
+        counts = store.signer_counts(subject_id)
+        kept, kept_bodies, refused = [], [], []
+        for e, b in zip(events, bodies):
+            fp = e["signer"]["public_key_fingerprint"]
+            if fp not in registry and (
+                (fp not in counts and len(counts) >= self.max_signers_per_subject)
+                or counts.get(fp, 0) >= self.max_events_per_signer
+            ):
+                refused.append(e)
+                continue
+            counts[fp] = counts.get(fp, 0) + 1
+            kept.append(e)
+            kept_bodies.append(b)
+        return kept, kept_bodies, refused
 
 
 class IngestError(ValueError):
@@ -57,6 +85,8 @@ class IngestResult:
     new_equivocations: list[dict[str, Any]] = field(default_factory=list)
     new_invalid: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # "rollback", "stale", "flood": what this source did wrong
+    quota_refused: int = 0  # authentic events not stored: over a flood quota
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,7 +146,7 @@ def remerge(
 
 def _store_admitted(
     store: Store, pn: str, events: list[dict[str, Any]], bodies: list[bytes], ring: KeyRing, registry: frozenset[str],
-    result: IngestResult, now: str, source_state: dict[str, Any] | None = None,
+    result: IngestResult, now: str, source_state: dict[str, Any] | None = None, quotas: Quotas | None = None,
 ) -> dict[str, Any] | None:
     """Inside a transaction: store keys, events and rejections, re-merge the subject.
     Returns None (storing only the rejections) when nothing was admitted for an unknown subject."""
@@ -133,6 +163,17 @@ def _store_admitted(
             fp = (e["payload"].get("receipt") or {}).get("public_key_fingerprint") if isinstance(e["payload"].get("receipt"), dict) else None
             if isinstance(fp, str) and fp in registry:
                 needed.add(fp)
+    if quotas is not None:
+        events, bodies, refused = quotas.split(store, subject_id, events, bodies, registry)
+        for e in refused:
+            store.add_rejection(pn, e["event_id"], "quota", f"over the quota for signer {e['signer']['public_key_fingerprint']}",
+                                result.source, now)
+        result.quota_refused = len(refused)
+        if refused:
+            result.flags.append("flood")
+            store.add_report("flood", pn, f"flood|{pn}|{now[:13]}", {
+                "source": result.source, "refused": len(refused),
+                "signers": sorted({e["signer"]["public_key_fingerprint"] for e in refused})[:50]}, result.source, now)
     store.add_keys(ring, sorted(needed), now)
     rows = [
         NewEvent(e["event_id"], e["created_at"], e["event_type"], e["signer"]["public_key_fingerprint"], body)
@@ -145,7 +186,7 @@ def _store_admitted(
         return None
     # When the store held nothing and took every event, our merge of the source's
     # events is already the merge of the stored set: do not compute it twice.
-    reuse = source_state if (was_empty and result.known == 0) else None
+    reuse = source_state if (was_empty and result.known == 0 and "flood" not in result.flags) else None
     state, result.new_equivocations, result.new_invalid = remerge(
         store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse
     )
@@ -164,7 +205,7 @@ def _rejections(admissions: Iterable[Admission], objs: list[Any]) -> list[dict[s
 
 def ingest_bundle(
     store: Store, bundle: dict[str, Any], *, source: str | None, trusted: KeyRing,
-    registry: frozenset[str], now: str, report: BundleReport | None = None,
+    registry: frozenset[str], now: str, report: BundleReport | None = None, quotas: Quotas | None = None,
 ) -> IngestResult:
     """Check and apply one parsed bundle. Events are admitted one by one; the
     bundle's own signature and state are checked and the outcome recorded: a
@@ -189,13 +230,15 @@ def ingest_bundle(
     )
     ring = node_ring(store, trusted).merged(KeyRing.from_entries(bundle.get("public_keys") or []))
     with store.transaction():
-        _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state)
+        _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state, quotas)
         store.add_bundle_check(pn, source, {
             "bundle_sha256": report.bundle_sha256, "signature_ok": report.signature_ok,
             "signer": report.signer_fingerprint, "published_state_sha256": report.published_state_sha256,
             "source_state_matches": result.source_state_matches, "events_total": result.events_total,
             "events_new": len(result.new_event_ids), "events_rejected": len(result.rejected),
         }, now)
+        if source is not None:
+            _flag_source(store, bundle, report, result, source, now)
         if not result.source_state_matches and isinstance(bundle.get("state"), dict):
             store.add_report("disagreement", pn, f"disagreement|{pn}|{source}|{report.published_state_sha256}", {
                 "source": source, "bundle_sha256": report.bundle_sha256,
@@ -206,9 +249,47 @@ def ingest_bundle(
     return result
 
 
+STALE_AFTER = timedelta(hours=48)
+
+
+def _instant(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _flag_source(store: Store, bundle: dict[str, Any], report: BundleReport, result: IngestResult,
+                 source: str, now: str) -> None:
+    """Inside the transaction: the attacks a mirror can make with authentic
+    events (TUF's rollback and freeze). We keep the union either way; the
+    source is flagged and the report kept."""
+    pn = result.pith_number
+    subject = store.subject(pn)
+    if subject is None:
+        return
+    served = {e["event_id"] for e in report.events}
+    before = store.event_ids_from_source(subject.id, source)
+    missing = sorted(before - served)
+    if missing:  # it served these before and now withholds them
+        result.flags.append("rollback")
+        store.add_report("rollback", pn, f"rollback|{pn}|{source}|{len(before)}|{len(served)}", {
+            "source": source, "missing_count": len(missing), "missing": missing[:50],
+            "bundle_sha256": report.bundle_sha256}, source, now)
+    built = _instant(result.built_at)
+    newest = max(((_instant(s["built_at"]), s["url"]) for s in store.sources(pn)
+                  if s["url"] != source and s["built_at"] and _instant(s["built_at"])), default=None)
+    if built is not None and newest is not None and newest[0] - built > STALE_AFTER:
+        result.flags.append("stale")  # frozen: its bundle stopped advancing while another moved on
+        store.add_report("stale", pn, f"stale|{pn}|{source}|{result.built_at}", {
+            "source": source, "built_at": result.built_at, "newer_source": newest[1],
+            "newer_built_at": newest[0].strftime("%Y-%m-%dT%H:%M:%SZ")}, source, now)
+
+
 def ingest_events(
     store: Store, pith_number: str, objs: list[Any], key_entries: list[Any], *, source: str | None,
     trusted: KeyRing, registry: frozenset[str], now: str, admissions: list[Admission] | None = None,
+    quotas: Quotas | None = None,
 ) -> IngestResult:
     """Admit loose events for one subject (gossip, an events list) and apply them.
     `admissions` may be computed beforehand (off the event loop) with the same keys."""
@@ -225,7 +306,7 @@ def ingest_events(
     result = IngestResult(pith_number=pith_number, source=source, events_total=len(objs),
                           rejected=_rejections(admissions, objs))
     with store.transaction():
-        _store_admitted(store, pith_number, events, bodies, ring, registry, result, now)
+        _store_admitted(store, pith_number, events, bodies, ring, registry, result, now, quotas=quotas)
     return result
 
 

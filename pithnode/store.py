@@ -22,7 +22,7 @@ import apsw
 
 from .core.keys import KeyRing
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -138,6 +138,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE events_v2 RENAME TO events;
     CREATE INDEX events_by_subject ON events(subject_id, created_at, event_id);
     CREATE INDEX events_by_order ON events(created_at, event_id);
+    """,
+    # 3: per-signer lookups (quotas, the node's own chains) without a scan of the subject.
+    """
+    CREATE INDEX events_by_signer ON events(subject_id, signer_fp);
     """,
 ]
 
@@ -424,6 +428,21 @@ class Store:
             )
             out.extend((r[0], bytes(r[1])) for r in self.db.execute(q, chunk))
         return out
+
+    def signer_counts(self, subject_id: int) -> dict[str, int]:
+        """Events held per signer fingerprint for a subject."""
+        return dict(self.db.execute(
+            "SELECT signer_fp, count(*) FROM events WHERE subject_id=? GROUP BY signer_fp", (subject_id,)))
+
+    def size_bytes(self) -> int:
+        (pages,) = self.db.execute("PRAGMA page_count").fetchone()
+        (size,) = self.db.execute("PRAGMA page_size").fetchone()
+        return pages * size
+
+    def event_ids_from_source(self, subject_id: int, source: str) -> set[str]:
+        """Ids of a subject's events first received from `source`."""
+        return {r[0] for r in self.db.execute(
+            "SELECT event_id FROM events WHERE subject_id=? AND source=?", (subject_id, source))}
 
     def event_keys(self) -> list[tuple[str, str]]:
         """(created_at, event_id) of every held event, in canonical order (for reconciliation)."""

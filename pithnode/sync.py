@@ -60,6 +60,7 @@ class SourceOutcome:
     published_state_sha256: str | None = None
     source_state_matches: bool | None = None  # its state == our merge of its own events
     agrees: bool | None = None  # its state == our final state
+    flags: list[str] = field(default_factory=list)  # "rollback": withholds events it served; "stale": frozen
 
 
 @dataclass
@@ -214,6 +215,7 @@ async def sync(
             out.events_rejected, out.rejected = len(res.rejected), res.rejected
             out.built_at, out.published_state_sha256 = res.built_at, res.published_state_sha256
             out.source_state_matches = res.source_state_matches
+            out.flags = res.flags
             report.events_applied += len(res.new_event_ids)
             if not res.source_state_matches:
                 report.disagreements.append(url)

@@ -113,3 +113,30 @@ async def test_bad_mirrors_are_reported_while_the_good_one_replicates(tmp_path: 
         assert "HTTP 500" in errors[err.url]
         assert "over the cap" in errors[endless.url]
         assert rep["event_count"] == 8
+
+
+async def test_rollback_and_freeze_are_flagged_and_the_union_kept(tmp_path: Path):
+    pn, events = synthetic_subject(REG, 7300, 12, MIRRORS)
+    code = pn.rsplit(":", 1)[-1]
+    path = f"/pith/{code}/bundle.json"
+    async with running_server() as a, running_server() as b:
+        a.static(path, json.dumps(REG.bundle(pn, events, keys=MIRRORS, base_url=a.url, built_at="2026-03-01T00:00:00Z")).encode())
+        b.static(path, json.dumps(REG.bundle(pn, events, keys=MIRRORS, base_url=b.url, built_at="2026-03-01T00:00:00Z")).encode())
+        cfg = write_config(tmp_path, mirrors=[a.url, b.url])
+        first = json.loads((await sync(cfg, pn)).stdout)
+        assert first["event_count"] == 12 and all(not s["flags"] for s in first["sources"])
+        # a now withholds the last two events it served (re-signed: authentic, but a rollback);
+        # b moves on while a's built_at stays behind by more than 48 hours
+        a.static(path, json.dumps(REG.bundle(pn, events[:-2], keys=MIRRORS, base_url=a.url,
+                                             built_at="2026-03-01T00:00:00Z")).encode())
+        b.static(path, json.dumps(REG.bundle(pn, events, keys=MIRRORS, base_url=b.url,
+                                             built_at="2026-03-09T00:00:00Z")).encode())
+        await sync(cfg, pn)
+        out = await sync(cfg, pn)
+        rep = json.loads(out.stdout)
+        flags = {s["url"].split("/pith/")[0]: s["flags"] for s in rep["sources"]}
+        assert "rollback" in flags[a.url] and "stale" in flags[a.url] and not flags[b.url]
+        assert rep["event_count"] == 12  # the union is kept
+        assert out.returncode == 3  # a serves a different state: not all sources agree
+        human = await trio.to_thread.run_sync(lambda: run_cli("sync", pn, config_path=cfg))
+        assert "FLAGGED rollback" in human.stdout and "FLAGGED stale" in human.stdout

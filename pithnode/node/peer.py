@@ -179,7 +179,7 @@ class PeerService:
                                                 origin_peer=origin.rstrip("/") if origin else None)
             admitted += len(res.new_event_ids)
             known += res.known
-            rejected += len(res.rejected)
+            rejected += len(res.rejected) + res.quota_refused
         if origin:
             self.add_peer(origin)  # a node that pushes to us is a peer we can push back to
         return {"admitted": admitted, "known": known, "rejected": rejected + bad}

@@ -74,12 +74,36 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+class RateLimiter:
+    """Token buckets per client address: `rate` per second, bursts of `4 * rate`."""
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, rate: float):
+        self.rate, self.burst = rate, 4 * rate
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, at)
+
+    def allow(self, client: str, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        tokens, at = self.buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if len(self.buckets) >= self.MAX_CLIENTS and client not in self.buckets:
+            self.buckets = {c: b for c, b in self.buckets.items() if b[0] < self.burst}  # forget the idle
+        if tokens < 1:
+            self.buckets[client] = (tokens, now)
+            return False
+        self.buckets[client] = (tokens - 1, now)
+        return True
+
+
 class App:
     """ASGI application over one Node."""
 
     def __init__(self, node: Node, peer_service: peer.PeerService):
         self.node = node
         self.peer = peer_service
+        self.limiter = RateLimiter(node.cfg.peer_rate_limit)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -121,6 +145,10 @@ class App:
         if route == "peer":
             if method != "POST":
                 raise HttpError(405, "peer messages are POSTed")
+            if not self.limiter.allow((scope.get("client") or ("?",))[0], trio.current_time()):
+                self.node.metrics.gossip.labels(kind=m.group("kind"), direction="in", outcome="rate_limited").inc()
+                return 429, [(b"retry-after", b"1"), (b"content-type", b"application/json")], \
+                    _json({"error": "too many peer requests from this address"})
             body = await _read_body(receive, scope, self.peer.max_message_bytes)
             out = await self.peer.handle(m.group("kind"), body, _client(scope))
             return 200, [(b"content-type", peer.CONTENT_TYPE)], out

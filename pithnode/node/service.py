@@ -26,8 +26,8 @@ import trio
 from ..config import Config
 from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
 from ..identity import NodeIdentity, load_or_create_key
-from ..ingest import IngestError, IngestResult, ingest_bundle, ingest_events, node_ring
-from ..store import Store, Subject
+from ..ingest import IngestError, IngestResult, Quotas, ingest_bundle, ingest_events, node_ring
+from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import LookupError_, own_bundle
 from .metrics import Metrics
@@ -75,6 +75,7 @@ class Node:
         self.store = Store(cfg.db_path, durability=cfg.durability)
         self.identity = NodeIdentity(load_or_create_key(cfg.key_path), self.public_url)
         self.trusted = cfg.trusted_ring()
+        self.quotas = Quotas(cfg.max_signers_per_subject, cfg.max_events_per_signer)
         self.registry = cfg.registry
         self.metrics = Metrics()
         self.outbox = Outbox()
@@ -128,8 +129,9 @@ class Node:
         ring = self.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or [])) \
             if isinstance(bundle.get("public_keys"), list) else self.ring()
         report = await trio.to_thread.run_sync(check_bundle, bundle, ring, self.registry)
+        self._check_capacity()
         result = ingest_bundle(self.store, bundle, source=source, trusted=self.trusted.merged(self.identity.ring()),
-                               registry=self.registry, now=self.now(), report=report)
+                               registry=self.registry, now=self.now(), report=report, quotas=self.quotas)
         await self._after(result, origin=None)
         return result
 
@@ -137,11 +139,18 @@ class Node:
                             origin_peer: str | None = None) -> IngestResult:
         ring = self.ring().merged(KeyRing.from_entries(keys))
         admissions = await trio.to_thread.run_sync(lambda: [admit(o, pith_number, ring) for o in objs])
+        self._check_capacity()
         result = ingest_events(self.store, pith_number, objs, keys, source=source,
                                trusted=self.trusted.merged(self.identity.ring()), registry=self.registry,
-                               now=self.now(), admissions=admissions)
+                               now=self.now(), admissions=admissions, quotas=self.quotas)
         await self._after(result, origin=origin_peer)
         return result
+
+    def _check_capacity(self) -> None:
+        cap = self.cfg.max_store_bytes
+        if cap and self.store.size_bytes() >= cap:
+            raise StoreError(f"storage cap of {cap} bytes reached (max_store_bytes): new events are refused, "
+                             "everything held is still served")
 
     async def _after(self, result: IngestResult, origin: str | None) -> None:
         m = self.metrics
@@ -158,6 +167,9 @@ class Node:
             await self.report("equivocation", result.pith_number, eq, result.source)
         for inv in result.new_invalid:
             await self.report("invalid_event", result.pith_number, inv, result.source)
+        for flag in result.flags:
+            await self.report(flag, result.pith_number, {"source": result.source, "built_at": result.built_at},
+                              result.source)
         if result.source_state_matches is False:
             await self.report("disagreement", result.pith_number, {
                 "source": result.source, "published_state_sha256": result.published_state_sha256,
