@@ -1,0 +1,191 @@
+"""Fuzz targets and hypothesis strategies, shared by tests/test_fuzz.py (a
+small CI profile) and scripts/fuzz (hundreds of thousands of examples).
+
+Each target takes one generated input and must neither raise (beyond the
+documented refusal) nor hang: every input is refused or handled.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+from hypothesis import strategies as st
+
+from helpers import MIRRORS, REG
+from pithnode.core import admit, check_bundle, parse_json
+from pithnode.core.reconcile import ReconcileError, Reconciler, ReconcileSet
+from pithnode.synth import synthetic_subject
+
+PN, EVENTS = synthetic_subject(REG, 4242, 12, MIRRORS)
+BUNDLE = REG.bundle(PN, EVENTS, keys=MIRRORS)
+RING = REG.ring()
+for _m in MIRRORS:
+    RING.add_raw(_m.raw, _m.key_id)
+REGISTRY = frozenset({REG.fingerprint})
+
+json_leaf = st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.text(max_size=20)
+json_value = st.recursive(json_leaf, lambda kids: st.lists(kids, max_size=5)
+                          | st.dictionaries(st.text(max_size=10), kids, max_size=5), max_leaves=25)
+
+
+def _set_path(obj: Any, path: list[Any], value: Any) -> Any:
+    target = obj
+    for k in path[:-1]:
+        target = target[k]
+    if path:
+        target[path[-1]] = value
+    return obj
+
+
+def _paths(obj: Any, prefix: tuple = ()) -> list[list[Any]]:  # type: ignore[type-arg]
+    out = [list(prefix)]
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:6]):
+            out += _paths(v, prefix + (i,))
+    return out
+
+
+@st.composite
+def mutated(draw: Any, base: Any) -> Any:
+    """A real document with a few of its values replaced by arbitrary JSON (or removed)."""
+    doc = copy.deepcopy(base)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(doc) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        if draw(st.booleans()):
+            _set_path(doc, path, draw(json_value))
+        else:
+            parent = doc
+            for k in path[:-1]:
+                parent = parent[k]
+            if isinstance(parent, dict):
+                parent.pop(path[-1], None)
+    return doc
+
+
+events = mutated(EVENTS[3]) | mutated(EVENTS[0]) | json_value
+bundles = mutated(BUNDLE) | json_value
+raw_bytes = st.binary(max_size=400) | st.builds(lambda e: json.dumps(e).encode(), events)
+
+
+def target_admit(obj: Any) -> None:
+    adm = admit(obj, PN, RING)
+    assert adm.admitted == (adm.reason is None)
+
+
+def target_bundle(obj: Any) -> None:
+    report = check_bundle(obj, RING, REGISTRY)
+    assert report.pith_number is None or isinstance(report.pith_number, str)
+
+
+def target_parse(data: bytes) -> None:
+    try:
+        parse_json(data)
+    except ValueError:
+        pass
+
+
+_RSET = ReconcileSet([(e["created_at"], e["event_id"]) for e in EVENTS])
+
+
+def target_reconcile(data: bytes) -> None:
+    for fn in (Reconciler(_RSET).respond, Reconciler(_RSET).reconcile):
+        try:
+            fn(data)
+        except ReconcileError:
+            pass
+
+
+def peer_messages() -> st.SearchStrategy[tuple[str, bytes]]:
+    kinds = st.sampled_from(["reconcile", "events", "push"])
+    fields = st.fixed_dictionaries({"v": st.sampled_from([1, 1, 1, 2, "1", None])}, optional={
+        "msg": st.binary(max_size=200) | json_value,
+        "ids": st.lists(st.text(max_size=80) | st.integers(), max_size=20) | json_value,
+        "events": st.lists(st.binary(max_size=300) | raw_bytes, max_size=5) | json_value,
+        "keys": st.lists(st.dictionaries(st.text(max_size=20), json_leaf, max_size=4), max_size=3) | json_value,
+        "from": st.text(max_size=50) | json_value,
+    })
+
+    def pack(d: dict[str, Any]) -> bytes:
+        try:
+            return msgpack.packb(d, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            return b"\xc1"
+
+    body = st.builds(pack, fields) | st.binary(max_size=300)
+    return st.tuples(kinds, body)
+
+
+def http_requests() -> st.SearchStrategy[dict[str, Any]]:
+    code = st.sampled_from([PN.rsplit(":", 1)[-1], "A" * 26, "..", "%2e%2e"])
+    path = st.one_of(
+        st.builds(lambda c, p: p.format(c), code, st.sampled_from([
+            "/pith/{}/bundle.json", "/pith/{}/state.json", "/.well-known/pith/{}/bundle.json", "/pith/{}.json",
+            "/api/pith-number/{}/events.json", "/api/pith-number/{}/graph.json"])),
+        st.sampled_from(["/", "/healthz", "/metrics", "/pith-mirrors.json", "/equivocations.json",
+                         "/pith-signing-key.json", "/api/pith-number/resolve", "/peer/v1/push", "/peer/v1/events",
+                         "/peer/v1/reconcile", "/../etc/passwd"]),
+        st.text(max_size=60).map(lambda t: "/" + t))
+    return st.fixed_dictionaries({
+        "method": st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"]),
+        "path": path,
+        "query": st.sampled_from([b"", b"arxiv=2606.26666&json=true", b"page=2", b"page=-1", b"page=x", b"arxiv=%ff"])
+        | st.binary(max_size=40),
+        "headers": st.lists(st.tuples(st.sampled_from([b"if-none-match", b"accept-encoding", b"content-length", b"x"]),
+                                      st.binary(max_size=30)), max_size=3),
+        "body": st.binary(max_size=200),
+    })
+
+
+class AppHarness:
+    """A real node's ASGI app over a real store, driven without sockets (fast)."""
+
+    def __init__(self) -> None:
+        from nodes import node_config
+        from pithnode.node.peer import PeerService
+        from pithnode.node.server import App
+        from pithnode.node.service import Node
+
+        self.tmp = tempfile.TemporaryDirectory()
+        self.node = Node(node_config(Path(self.tmp.name), "fuzz", peer_rate_limit=0.0))
+        self.app = App(self.node, PeerService(self.node))
+        trio.run(lambda: self.node.ingest_bundle(BUNDLE, source="fuzz"))
+
+    def request(self, req: dict[str, Any]) -> int:
+        scope = {"type": "http", "method": req["method"], "path": req["path"], "query_string": req["query"],
+                 "headers": req["headers"], "client": ("127.0.0.1", 1)}
+        sent: list[dict[str, Any]] = []
+        body = [{"type": "http.request", "body": req["body"], "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            return body.pop() if body else {"type": "http.disconnect"}
+
+        async def send(msg: dict[str, Any]) -> None:
+            sent.append(msg)
+
+        async def run() -> None:
+            with trio.fail_after(10):
+                await self.app(scope, receive, send)
+
+        trio.run(run)
+        status = sent[0]["status"]
+        assert status < 500 or status == 503, (req, status)
+        return status
+
+    def peer(self, kind: str, body: bytes) -> int:
+        return self.request({"method": "POST", "path": f"/peer/v1/{kind}", "query": b"", "headers": [], "body": body})
+
+    def close(self) -> None:
+        self.node.close()
+        self.tmp.cleanup()
