@@ -45,6 +45,7 @@ class Config:
     poll_interval: float = 900.0
     gossip_interval: float = 30.0
     storage_renewal_days: float = 30.0
+    attest: bool = True  # sign own witness / storage / mirror-hint events for each record held
     on_equivocation: str | None = None
     max_concurrent_fetches: int = 8
     # against floods of authentic events and of requests

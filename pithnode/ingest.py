@@ -25,6 +25,7 @@ from .core import (
     check_bundle,
     merge,
     parse_json,
+    split_pith_number,
 )
 from .store import NewEvent, Store
 
@@ -311,6 +312,44 @@ def ingest_events(
 
 
 _WORKER: tuple[KeyRing, frozenset[str], int] | None = None
+
+
+def _light(ev: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an admitted event that storing it needs (its bytes are in the admission)."""
+    light = {k: ev[k] for k in ("event_id", "created_at", "event_type")}
+    light["signer"] = {"public_key_fingerprint": ev["signer"]["public_key_fingerprint"]}
+    if ev["event_type"] == "record_created" and isinstance(ev.get("payload"), dict):
+        receipt = ev["payload"].get("receipt")
+        if isinstance(receipt, dict):
+            light["payload"] = {"receipt": {"public_key_fingerprint": receipt.get("public_key_fingerprint")}}
+    return light
+
+
+def admit_raw(raw: list[bytes], key_entries: list[dict[str, Any]], max_bytes: int,
+              ) -> list[tuple[str | None, Admission, dict[str, Any]]]:
+    """Parse and admit loose events, each for the subject it names. Pure CPU and
+    picklable, so it runs in worker processes. Per input: (subject, or None when
+    it names none; the admission; a light copy of the event, enough to store it)."""
+    ring = KeyRing.from_entries(key_entries)
+    out: list[tuple[str | None, Admission, dict[str, Any]]] = []
+    for data in raw:
+        try:
+            if len(data) > max_bytes:
+                raise ValueError(f"{len(data)} bytes")
+            ev = parse_json(data)
+        except ValueError as exc:
+            out.append((None, Admission(None, "malformed", f"unreadable event: {exc}"), {}))
+            continue
+        subject = ev.get("subject_pith_number") if isinstance(ev, dict) else None
+        try:
+            split_pith_number(subject)  # type: ignore[arg-type]
+        except (ValueError, TypeError, AttributeError):
+            out.append((None, Admission(None, "malformed", "subject_pith_number is not a Pith number"), {}))
+            continue
+        adm = admit(ev, subject, ring)  # type: ignore[arg-type]
+        claimed = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+        out.append((subject, adm, _light(ev) if adm.admitted else {"event_id": claimed}))
+    return out
 
 
 def _worker_init(entries: list[dict[str, Any]], registry: frozenset[str], max_bytes: int) -> None:

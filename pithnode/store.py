@@ -259,8 +259,11 @@ class Store:
             try:
                 yield
             except BaseException:
-                self.db.execute("ROLLBACK TO inner")
-                self.db.execute("RELEASE inner")
+                try:
+                    self.db.execute("ROLLBACK TO inner")
+                    self.db.execute("RELEASE inner")
+                except apsw.Error:
+                    pass  # SQLite already rolled the whole transaction back (e.g. SQLITE_FULL)
                 self._ring = None
                 raise
             self.db.execute("RELEASE inner")
@@ -429,6 +432,16 @@ class Store:
             out.extend((r[0], bytes(r[1])) for r in self.db.execute(q, chunk))
         return out
 
+    def signers_of(self, event_ids: Iterable[str]) -> set[str]:
+        """Fingerprints of the keys that signed the held events among `event_ids`."""
+        ids = list(event_ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = "SELECT DISTINCT signer_fp FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.db.execute(q, chunk))
+        return out
+
     def signer_counts(self, subject_id: int) -> dict[str, int]:
         """Events held per signer fingerprint for a subject."""
         return dict(self.db.execute(
@@ -438,6 +451,16 @@ class Store:
         (pages,) = self.db.execute("PRAGMA page_count").fetchone()
         (size,) = self.db.execute("PRAGMA page_size").fetchone()
         return pages * size
+
+    def event_sources(self, event_ids: Iterable[str]) -> dict[str, str | None]:
+        """Where each held event among `event_ids` was first received from."""
+        ids = list(event_ids)
+        out: dict[str, str | None] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = "SELECT event_id, source FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
+            out.update(self.db.execute(q, chunk))
+        return out
 
     def event_ids_from_source(self, subject_id: int, source: str) -> set[str]:
         """Ids of a subject's events first received from `source`."""

@@ -1,117 +1,250 @@
-"""Properties of admission and merge over real signed events (hypothesis)."""
+"""Properties of admission and merge (PROTOCOL.md part 2) over really signed
+events drawn by `strategies`: the state ignores arrival order, duplicates and
+`signed_at`; its `state_sha256` is always the hash of the rest; every changed
+signed byte is caught at admission; equivocations are exactly the slots held
+twice; garbage is rejected, never raised on."""
 
 from __future__ import annotations
 
+import base64
 import copy
-import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from helpers import MIRRORS, REG
-from pithnode.core import admit, canonical_hash, merge, state_hash
-from pithnode.core.events import identity_of
-from pithnode.synth import synthetic_subject
+from pithnode.core import admit, merge
+from strategies import (
+    TARGETS,
+    cast,
+    cj,
+    content,
+    deep,
+    garbage,
+    h,
+    histories,
+    rehash,
+    scaled,
+    signed_event,
+)
 
-PN, BASE = synthetic_subject(REG, 9000, 24, MIRRORS)
-GRAPHS = [e for e in BASE if e["event_type"] == "graph_snapshot"]
-EXTRA = [
-    REG.graph_snapshot(PN, "2026-02-01T00:00:00Z", prev=GRAPHS[1], n_claims=9),  # registry equivocation
-    REG.graph_snapshot(PN, "2026-02-01T00:00:01Z", prev=GRAPHS[1], n_claims=10),
-    MIRRORS[0].witness(PN, "a" * 64, "2026-02-02T00:00:00Z"),
-    MIRRORS[0].witness(PN, "b" * 64, "2026-02-02T00:00:00Z"),  # mirror equivocation (two first witnesses)
-    MIRRORS[1].event(PN, "graph_snapshot", "graph", {"graph_snapshot": {}}, "2026-02-03T00:00:00Z"),  # unauthorized
-    MIRRORS[1].event(PN, "storage_attestation", "storage", {"stored": "nope"}, "2026-02-04T00:00:00Z"),  # bad payload
-    MIRRORS[1].event(PN, "mirror_hint", "graph", {"mirror_type": "https", "base_url": "https://x"}, "2026-02-05T00:00:00Z"),
-]
-POOL = BASE + EXTRA
-RING = REG.ring()
-for m in MIRRORS:
-    RING.add_raw(m.raw, m.key_id)
-REGISTRY = frozenset({REG.fingerprint})
-
-PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SIGNED_SIGNATURE_FIELDS = ("key_id", "public_key_fingerprint", "signature_b64")
+EVENT_FIELDS = ["event_type", "subject_pith_number", "target", "payload", "signer", "created_at", "supersedes",
+                "prev_event", "schema_version", "signature", "content_sha256", "event_id"]
 
 
-def state_of(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return merge(PN, events, RING, REGISTRY)
+def order(e: dict[str, Any]) -> tuple[str, str]:
+    return (e["created_at"], e["event_id"])
 
 
-@PROFILE
-@given(st.lists(st.sampled_from(range(len(POOL))), min_size=1, max_size=40), st.randoms())
-def test_state_is_independent_of_order_and_duplicates(indices, rnd):  # type: ignore[no-untyped-def]
-    chosen = [POOL[i] for i in indices]
-    unique = list({e["event_id"]: e for e in chosen}.values())
-    shuffled = chosen + [copy.deepcopy(e) for e in chosen[: len(chosen) // 2]]
-    rnd.shuffle(shuffled)
-    a, b = state_of(unique), state_of(shuffled)
-    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert a["state_sha256"] == state_hash(a) == canonical_hash({k: v for k, v in a.items() if k != "state_sha256"})
+def merge_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    c = cast()
+    return merge(c.subject, events, c.ring, c.registry_fps)
 
 
-@PROFILE
-@given(st.lists(st.sampled_from(range(len(POOL))), min_size=1, max_size=40, unique=True))
-def test_equivocation_entries_really_share_a_slot(indices):  # type: ignore[no-untyped-def]
-    events = [POOL[i] for i in indices]
+def admitted(objs: list[Any]) -> list[dict[str, Any]]:
+    """Every admitted object, copies included (merge must deduplicate)."""
+    c = cast()
+    return [o for o in objs if admit(o, c.subject, c.ring).admitted]
+
+
+def check_state(state: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """What holds for every state, whatever the events."""
+    rest = {k: v for k, v in state.items() if k != "state_sha256"}
+    assert state["state_sha256"] == h(rest)  # H(state without state_sha256), by the spec's CJ
+    ids = {e["event_id"] for e in events}
     by_id = {e["event_id"]: e for e in events}
-    state = state_of(events)
-    assert state["equivocation_count"] == len(state["equivocations"])
-    for eq in state["equivocations"]:
-        members = [by_id[i] for i in eq["event_ids"]]
-        assert len(members) >= 2
-        slots = {(identity_of(e, REGISTRY), e["target"], e["prev_event"]) for e in members}
-        assert slots == {(eq["identity"], eq["target"], eq["prev_event"])}
-        assert not set(eq["event_ids"]) & set(state["applied_event_ids"])
+    invalid = [x["event_id"] for x in state["invalid_events"]]
+    equivocating = [i for eq in state["equivocations"] for i in eq["event_ids"]]
+    applied = state["applied_event_ids"]
+    assert state["event_count"] == len(ids)
+    assert state["invalid_event_count"] == len(invalid)
     assert state["valid_event_count"] == state["event_count"] - state["invalid_event_count"]
+    assert state["equivocation_count"] == len(state["equivocations"])
+    # every admitted event is exactly one of: invalid, equivocating, applied
+    assert len(invalid) + len(equivocating) + len(applied) == len(ids)
+    assert set(invalid) | set(equivocating) | set(applied) == ids
+    for seq in (invalid, applied):
+        assert seq == sorted(seq, key=lambda i: order(by_id[i]))
 
 
-def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:  # type: ignore[type-arg]
-    if isinstance(obj, dict):
-        return [p for k, v in obj.items() for p in _paths(v, prefix + (k,))]
-    if isinstance(obj, list) and obj:
-        return [p for i, v in enumerate(obj) for p in _paths(v, prefix + (i,))]
-    return [prefix]
+def _nodes(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], Any]]:
+    out = [(path, value)]
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out += _nodes(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out += _nodes(v, path + (i,))
+    return out
 
 
-def _mutate(value: Any) -> Any:
+def _different(value: Any) -> Any:
+    """A value whose canonical bytes differ from `value`'s (one bit, where it can)."""
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
-        return value + 1
+        return value ^ 1
     if isinstance(value, str):
-        return value[:-1] + ("A" if not value.endswith("A") else "B") if value else "x"
+        return value[:-1] + chr(ord(value[-1]) ^ 1) if value else "x"
     if value is None:
-        return "x"
-    return [1] if value == [] else {"x": 1}
+        return 0
+    if isinstance(value, list):
+        return [] if value else [0]
+    return {} if value else {"x": 0}
 
 
-@PROFILE
-@given(st.sampled_from(range(len(POOL))), st.data())
-def test_changing_any_signed_byte_makes_admission_reject(i, data):  # type: ignore[no-untyped-def]
-    event = copy.deepcopy(POOL[i])
-    assert admit(event, PN, RING).admitted
-    paths = [p for p in _paths(event) if p[0] != "signature" or p[-1] in ("signature_b64", "key_id", "public_key_fingerprint")]
-    path = data.draw(st.sampled_from(paths))
-    target = event
-    for k in path[:-1]:
-        target = target[k]
-    target[path[-1]] = _mutate(target[path[-1]])
-    assert not admit(event, PN, RING).admitted, path
+def _operations(event: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every way to change the signed bytes: each node of the hashed content
+    replaced, each object gaining or losing a member, each array growing; and
+    the signature's own signed fields, content_sha256, event_id."""
+    ops: list[tuple[str, tuple[Any, ...]]] = []
+    for path, value in _nodes(content(event)):
+        if path:
+            ops.append(("replace", path))
+            if isinstance(path[-1], str):
+                ops.append(("drop", path))
+        if isinstance(value, dict):
+            ops.append(("add", path))
+        if isinstance(value, list):
+            ops.append(("append", path))
+    ops += [("replace", ("signature", f)) for f in SIGNED_SIGNATURE_FIELDS]
+    ops += [("replace", ("content_sha256",)), ("replace", ("event_id",))]
+    return ops
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=12), kids, max_size=6),
-                    max_leaves=30))
+def _apply(event: dict[str, Any], op: str, path: tuple[Any, ...]) -> dict[str, Any]:
+    event = copy.deepcopy(event)
+    parent: Any = event
+    for k in path[:-1] if op in ("replace", "drop") else path:
+        parent = parent[k]
+    if op == "replace":
+        parent[path[-1]] = _different(parent[path[-1]])
+    elif op == "drop":
+        del parent[path[-1]]
+    elif op == "add":
+        parent["\x00added"] = 1
+    else:
+        parent.append(1)
+    return event
+
+
+@given(histories(), st.data())
+def test_state_ignores_arrival_order_duplicates_and_signed_at(events, data):  # type: ignore[no-untyped-def]
+    dups = data.draw(st.lists(st.sampled_from(range(len(events))), max_size=len(events)), label="duplicated")
+    copies = [{**events[i], "signature": {**events[i]["signature"], "signed_at": f"2027-01-01T00:00:{k:02d}.5Z"}}
+              for k, i in enumerate(dups)]
+    arrival = data.draw(st.permutations(events + copies), label="arrival")
+    reference = merge_of(admitted(events))
+    snapshot = copy.deepcopy(arrival)
+    state = merge_of(admitted(arrival))
+    assert arrival == snapshot  # admission and merge leave their inputs alone
+    assert cj(state) == cj(reference)
+    check_state(state, admitted(events))
+
+
+@given(histories(max_size=16))
+def test_equivocations_are_exactly_the_slots_held_twice(events):  # type: ignore[no-untyped-def]
+    c = cast()
+    ok = admitted(events)
+    state = merge_of(ok)
+    check_state(state, ok)
+    by_id = {e["event_id"]: e for e in ok}
+    invalid = {x["event_id"] for x in state["invalid_events"]}
+    valid = sorted((e for e in by_id.values() if e["event_id"] not in invalid), key=order)
+    slots: dict[tuple[str, str, str | None], list[str]] = {}
+    for e in valid:  # §2.3, from scratch: slot = (identity, target, prev_event)
+        slots.setdefault((c.identity(e), e["target"], e["prev_event"]), []).append(e["event_id"])
+    expected = [{"identity": i, "target": t, "prev_event": p, "event_ids": ids}
+                for (i, t, p), ids in slots.items() if len(ids) > 1]
+    assert state["equivocations"] == expected
+    for eq in state["equivocations"]:  # and each entry is evidence anyone can check
+        members = [by_id[i] for i in eq["event_ids"]]
+        assert len(members) >= 2 and len(set(eq["event_ids"])) == len(members)
+        assert {(c.identity(e), e["target"], e["prev_event"]) for e in members} == {
+            (eq["identity"], eq["target"], eq["prev_event"])}
+        assert all(TARGETS.get(e["event_type"]) == e["target"] for e in members)
+        assert not set(eq["event_ids"]) & set(state["applied_event_ids"])
+    equivocating = {i for eq in expected for i in eq["event_ids"]}
+    assert state["applied_event_ids"] == [e["event_id"] for e in valid if e["event_id"] not in equivocating]
+
+
+@settings(max_examples=scaled(3))
+@given(histories(max_size=4, wild=False), st.data())
+def test_changing_any_signed_byte_makes_admission_reject(events, data):  # type: ignore[no-untyped-def]
+    c = cast()
+    event = events[-1]
+    assert admit(event, c.subject, c.ring).admitted
+    op, path = data.draw(st.sampled_from(_operations(event)), label="change")
+    changed = _apply(event, op, path)
+    adm = admit(changed, c.subject, c.ring)
+    assert not adm.admitted, (op, path)
+    if path[:1] in (("signature",), ("content_sha256",), ("event_id",)):
+        return
+    # Recompute the hashes for the changed content: the signature must still catch it.
+    adm = admit(rehash(changed), c.subject, c.ring)
+    assert not adm.admitted, (op, path)
+    assert adm.reason in ("malformed", "wrong_subject", "bad_signature", "unknown_key"), (op, path, adm)
+    if len(path) > 1 and path[0] == "payload":  # inside the payload: well formed, only the signature can tell
+        assert adm.reason == "bad_signature", (op, path, adm)
+
+
+@given(signed_event([], wild=False), st.integers(0, 63), st.integers(0, 7))
+def test_any_flipped_signature_bit_is_a_bad_signature(event, byte, bit):  # type: ignore[no-untyped-def]
+    c = cast()
+    sig = bytearray(base64.b64decode(event["signature"]["signature_b64"]))
+    sig[byte] ^= 1 << bit
+    bad = {**event, "signature": {**event["signature"], "signature_b64": base64.b64encode(bytes(sig)).decode()}}
+    assert admit(bad, c.subject, c.ring).reason == "bad_signature"
+
+
+@given(signed_event([], wild=False), st.sampled_from(["signed_at", "signature_status", "signed_message"]),
+       st.text(max_size=12))
+def test_the_unsigned_signature_fields_do_not_change_the_event(event, field, value):  # type: ignore[no-untyped-def]
+    c = cast()
+    copy_ = {**event, "signature": {**event["signature"], field: value}}
+    adm = admit(copy_, c.subject, c.ring)
+    assert adm.admitted and adm.event_id == event["event_id"]
+
+
+@settings(max_examples=scaled(4))
+@given(garbage)
 def test_admission_rejects_garbage_without_raising(obj):  # type: ignore[no-untyped-def]
-    adm = admit(obj, PN, RING)
-    assert not adm.admitted and adm.reason == "malformed"
+    c = cast()
+    adm = admit(obj, c.subject, c.ring)
+    assert not adm.admitted and adm.reason == "malformed" and adm.detail
 
 
-@PROFILE
-@given(st.sampled_from(range(len(POOL))), st.sampled_from(list(POOL[0])))
-def test_an_event_missing_any_field_is_malformed(i, field):  # type: ignore[no-untyped-def]
-    event = {k: v for k, v in POOL[i].items() if k != field}
-    adm = admit(event, PN, RING)
+@settings(max_examples=scaled(2))
+@given(signed_event([], wild=False), st.data())
+def test_an_event_with_a_garbage_part_is_rejected_without_raising(event, data):  # type: ignore[no-untyped-def]
+    c = cast()
+    paths = [p for p, _ in _nodes(event) if p and (p[0] != "signature" or p[-1] in (*SIGNED_SIGNATURE_FIELDS, "algorithm"))]
+    path = data.draw(st.sampled_from(paths), label="path")
+    value = data.draw(garbage | st.just(deep(70)) | st.just("x" * 300_000) | st.just(2**60), label="value")
+    event = copy.deepcopy(event)
+    parent: Any = event
+    for k in path[:-1]:
+        parent = parent[k]
+    old = parent[path[-1]]
+    assume(not (type(value) is type(old) and value == old))
+    parent[path[-1]] = value
+    adm = admit(event, c.subject, c.ring)
+    assert not adm.admitted
+
+
+@given(histories(max_size=8), st.lists(garbage, max_size=6), st.randoms(use_true_random=False))
+def test_merge_of_what_admission_lets_through_never_raises(events, junk, rnd):  # type: ignore[no-untyped-def]
+    inputs: list[Any] = events + junk
+    rnd.shuffle(inputs)
+    ok = admitted(inputs)
+    state = merge_of(ok)
+    check_state(state, ok)
+    assert {e["event_id"] for e in ok} <= {e["event_id"] for e in events}
+
+
+@given(signed_event([], wild=False), st.sampled_from(EVENT_FIELDS))
+def test_an_event_missing_any_field_is_malformed_naming_it(event, field):  # type: ignore[no-untyped-def]
+    c = cast()
+    adm = admit({k: v for k, v in event.items() if k != field}, c.subject, c.ring)
     assert adm.reason == "malformed" and field in adm.detail

@@ -1,16 +1,25 @@
-"""The pure core against real data and the conformance vectors, byte for byte."""
+"""The pure core against the conformance vectors and real Pith data, byte for byte.
+
+Hashes are also recomputed here with the spec's one-line canonical JSON
+(`strategies.cj`), so the core is checked against an independent reading of
+the spec, not only against itself.
+"""
 
 from __future__ import annotations
 
 import base64
 import copy
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
+from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from helpers import DATA, REAL_BUNDLE, REAL_RECORD, REAL_STATE_SHA
 from pithnode.core import (
+    KeyRing,
     admit,
     canonical_bytes,
     canonical_hash,
@@ -22,149 +31,398 @@ from pithnode.core import (
     parse_json,
     parse_pith_ref,
     pith_number_for,
+    short_pith_number,
     state_hash,
 )
 from pithnode.core.conformance import run_vector
 from pithnode.core.events import malformed_reason
-from pithnode.core.keys import REGISTRY_FINGERPRINT
+from pithnode.core.keys import REGISTRY_FINGERPRINT, REGISTRY_PUBLIC_KEY_B64, fingerprint_b32, fingerprint_hex
+from strategies import cj, content, h
 
 VECTORS = sorted((DATA / "conformance").glob("*.json"))
 REGISTRY = frozenset({REGISTRY_FINGERPRINT})
+REGISTRY_KEY = VerifyKey(base64.b64decode(REGISTRY_PUBLIC_KEY_B64))
+ADMISSION_REASONS = {"malformed", "too_large", "hash_mismatch", "wrong_subject", "bad_signature", "unknown_key"}
+INVALID_REASONS = {"unsupported_schema", "unknown_event_type", "target_mismatch", "unauthorized_signer",
+                   "bad_record", "bad_payload", "bad_prev", "bad_supersedes"}
 
 
-def jsonl(path):  # type: ignore[no-untyped-def]
+def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def load(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def verifies(key: VerifyKey, message: bytes, signature_b64: str) -> bool:
+    try:
+        key.verify(message, base64.b64decode(signature_b64))
+        return True
+    except BadSignatureError:
+        return False
+
+
+def flip_b64(signature_b64: str, byte: int = 0) -> str:
+    raw = bytearray(base64.b64decode(signature_b64))
+    raw[byte] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+# --- conformance vectors ---
+
+def test_there_are_twelve_vectors():
+    assert len(VECTORS) == 12
+
+
 @pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])
-def test_conformance_vector(path):  # type: ignore[no-untyped-def]
-    vector = json.loads(path.read_text())
-    admission, state = run_vector(vector)
-    assert admission == vector["expected"]["admission"]
-    assert canonical_bytes(state) == canonical_bytes(vector["expected"]["state"])
-    assert state["state_sha256"] == state_hash(state)
+def test_conformance_vector(path: Path) -> None:
+    v = load(path)
+    expected = v["expected"]
+    subject = v["pith_number"]
+    ring = KeyRing.from_entries(v["public_keys"])
+    # admission, input by input, in order
+    assert [a["index"] for a in expected["admission"]] == list(range(len(v["inputs"])))
+    events, seen = [], set()
+    for obj, want in zip(v["inputs"], expected["admission"]):
+        adm = admit(obj, subject, ring)
+        assert (adm.event_id, adm.reason) == (want["event_id"], want["rejected"]), want["index"]
+        if adm.admitted:
+            assert adm.body == cj(obj)  # the stored bytes are CJ(event)
+            if adm.event_id not in seen:
+                seen.add(adm.event_id)
+                events.append(obj)
+    # the state, byte for byte, and its hash exactly
+    state = merge(subject, events, ring, v["registry_fingerprints"])
+    assert cj(state) == cj(expected["state"])
+    assert state["state_sha256"] == expected["state"]["state_sha256"] == h(
+        {k: x for k, x in expected["state"].items() if k != "state_sha256"})
+    assert state_hash(state) == state["state_sha256"]
+    # arrival order makes no difference; nor does the core's own vector runner
+    assert merge(subject, events[::-1], ring, v["registry_fingerprints"]) == state
+    admission, state2 = run_vector(v)
+    assert admission == expected["admission"] and state2 == state
 
 
-def test_vectors_cover_every_rejection_reason_and_invalidity():
-    reasons, invalid = set(), set()
+def test_vectors_cover_every_rejection_and_invalidity_reason_and_equivocation():
+    rejected, invalid, equivocations = set(), set(), 0
     for path in VECTORS:
-        v = json.loads(path.read_text())
-        reasons |= {a["rejected"] for a in v["expected"]["admission"] if a["rejected"]}
-        invalid |= {i["reason"] for i in v["expected"]["state"]["invalid_events"]}
-    assert len(reasons) >= 4 and len(invalid) >= 4
+        e = load(path)["expected"]
+        rejected |= {a["rejected"] for a in e["admission"] if a["rejected"]}
+        invalid |= {x["reason"] for x in e["state"]["invalid_events"]}
+        equivocations += e["state"]["equivocation_count"]
+    assert rejected == ADMISSION_REASONS
+    assert invalid == INVALID_REASONS
+    assert equivocations >= 3
 
 
-def test_real_bundle_verifies_and_reproduces_its_state():
-    bundle = json.loads(REAL_BUNDLE.read_text())
+# --- the real bundle ---
+
+@pytest.fixture(scope="module")
+def bundle() -> dict[str, Any]:
+    return load(REAL_BUNDLE)
+
+
+def test_real_bundle_signature_verifies_with_the_registry_key(bundle: dict[str, Any]) -> None:
+    sig = bundle["bundle_signature"]
+    digest = h({k: v for k, v in bundle.items() if k != "bundle_signature"})
+    assert digest == sig["bundle_sha256"]
+    assert sig["public_key_fingerprint"] == REGISTRY_FINGERPRINT == fingerprint_hex(bytes(REGISTRY_KEY))
+    assert verifies(REGISTRY_KEY, bytes.fromhex(digest), sig["signature_b64"])
+    assert not verifies(REGISTRY_KEY, bytes.fromhex(digest), flip_b64(sig["signature_b64"], 17))
     report = check_bundle(bundle, default_registry_ring(), REGISTRY)
-    assert report.signature_ok and report.signer_is_registry
-    assert all(a.admitted for a in report.admission) and len(report.events) == len(bundle["events"])
-    assert report.state["state_sha256"] == REAL_STATE_SHA
-    assert canonical_bytes(report.state) == canonical_bytes(bundle["state"])
-    # the Pith number derives from the canonical record
-    assert pith_number_for(bundle["canonical_record"]) == bundle["pith_number"]
+    assert report.problems == []
+    assert report.signature_ok and report.signer_is_registry and report.bundle_sha256 == digest
 
 
-def test_real_bundle_events_each_admitted_and_merge_is_order_free():
-    bundle = json.loads(REAL_BUNDLE.read_text())
+def test_real_bundle_events_are_each_admitted(bundle: dict[str, Any]) -> None:
     ring = default_registry_ring()
-    ring.add_entries(bundle["public_keys"])
+    assert ring.add_entries(bundle["public_keys"]) == []
+    assert bundle["events"]
     for e in bundle["events"]:
-        assert admit(e, bundle["pith_number"], ring).admitted
-    state = merge(bundle["pith_number"], list(reversed(bundle["events"])), ring, REGISTRY)
-    assert state["state_sha256"] == REAL_STATE_SHA
+        assert e["content_sha256"] == h(content(e)) and e["event_id"] == "sha256:" + e["content_sha256"]
+        adm = admit(e, bundle["pith_number"], ring)
+        assert adm.admitted and adm.event_id == e["event_id"], adm
 
 
-def test_real_record_receipt_verifies_and_a_flipped_byte_fails():
-    record = json.loads(REAL_RECORD.read_text())
+def test_our_merge_reproduces_the_real_state_byte_for_byte(bundle: dict[str, Any]) -> None:
     ring = default_registry_ring()
-    assert check_record_json(record, ring, REGISTRY) is None
-    bad = copy.deepcopy(record)
-    bad["canonical_record"]["metadata"]["submitted_at"] = bad["canonical_record"]["metadata"]["submitted_at"][:-2] + "01"
-    assert check_record_json(bad, ring, REGISTRY) is not None
-    sig = bytearray(base64.b64decode(record["receipt"]["signature_b64"]))
-    sig[0] ^= 1
-    bad = copy.deepcopy(record)
-    bad["receipt"]["signature_b64"] = base64.b64encode(bytes(sig)).decode()
-    assert check_record_json(bad, ring, REGISTRY) is not None
+    state = merge(bundle["pith_number"], bundle["events"], ring, REGISTRY)
+    assert state["state_sha256"] == REAL_STATE_SHA == bundle["state"]["state_sha256"]
+    assert cj(state) == cj(bundle["state"])
+    assert h({k: v for k, v in state.items() if k != "state_sha256"}) == REAL_STATE_SHA
+    assert merge(bundle["pith_number"], bundle["events"][::-1] * 2, ring, REGISTRY) == state
+    report = check_bundle(bundle, default_registry_ring(), REGISTRY)
+    assert report.state == state and report.state_matches and report.published_state_consistent
 
 
-@pytest.mark.parametrize("name", ["canonical-vectors.jsonl", "canonical-vectors-from-state.jsonl"])
-def test_canonical_hash_vectors_from_real_pages(name):  # type: ignore[no-untyped-def]
+def test_real_bundle_header_derives_from_its_record(bundle: dict[str, Any]) -> None:
+    code = bundle["pith_number"].rsplit(":", 1)[1]
+    assert REAL_BUNDLE.name.startswith(code)
+    assert h(bundle["canonical_record"]) == bundle["canonical_sha256"]
+    assert pith_number_for(bundle["canonical_record"]) == bundle["pith_number"]
+    assert short_pith_number(code) == bundle["short_pith_number"]
+    assert bundle["source_aliases"] == bundle["state"]["current"]["source_aliases"]
+
+
+@pytest.mark.parametrize("change", ["built_at", "event_payload", "state", "signature"])
+def test_a_changed_real_bundle_fails_its_signature(bundle: dict[str, Any], change: str) -> None:
+    bad = copy.deepcopy(bundle)
+    if change == "built_at":
+        bad["built_at"] = bad["built_at"].replace("2026", "2027")
+    elif change == "event_payload":
+        bad["events"][0]["payload"]["extra"] = 1
+    elif change == "state":
+        bad["state"]["event_count"] += 1
+    else:
+        bad["bundle_signature"]["signature_b64"] = flip_b64(bad["bundle_signature"]["signature_b64"], 40)
+    report = check_bundle(bad, default_registry_ring(), REGISTRY)
+    assert not report.signature_ok and report.problems
+
+
+# --- the real record JSON ---
+
+def test_real_record_receipt_verifies() -> None:
+    record = load(REAL_RECORD)
+    receipt = record["receipt"]
+    assert h(record["canonical_record"]) == record["canonical_sha256"] == receipt["canonical_sha256"]
+    assert receipt["public_key_fingerprint"] == REGISTRY_FINGERPRINT
+    assert verifies(REGISTRY_KEY, bytes.fromhex(record["canonical_sha256"]), receipt["signature_b64"])
+    assert check_record_json(record, default_registry_ring(), REGISTRY) is None
+    code = record["pith_number"].rsplit(":", 1)[1]
+    assert REAL_RECORD.name.startswith(code) and pith_number_for(record["canonical_record"]) == record["pith_number"]
+    assert short_pith_number(code) == record["short_pith_number"]
+
+
+@pytest.mark.parametrize("byte", [0, 31, 63])
+def test_real_record_with_a_flipped_signature_byte_fails(byte: int) -> None:
+    record = load(REAL_RECORD)
+    record["receipt"]["signature_b64"] = flip_b64(record["receipt"]["signature_b64"], byte)
+    assert check_record_json(record, default_registry_ring(), REGISTRY) == "receipt signature does not verify"
+
+
+def test_real_record_with_a_changed_record_or_digest_fails() -> None:
+    ring = default_registry_ring()
+    record = load(REAL_RECORD)
+    bad = copy.deepcopy(record)
+    bad["canonical_record"]["metadata"]["primary_cat"] += "x"
+    assert check_record_json(bad, ring, REGISTRY) is not None
+    bad = copy.deepcopy(record)
+    digest = bad["canonical_sha256"]
+    bad["canonical_sha256"] = bad["receipt"]["canonical_sha256"] = digest[:-1] + ("0" if digest[-1] != "0" else "1")
+    assert check_record_json(bad, ring, REGISTRY) is not None
+    # signed by a key that is not a trusted registry key: refused even when it verifies
+    assert check_record_json(record, ring, frozenset()) is not None
+
+
+# --- real page excerpts: canonical hashes, embedded records, signatures ---
+
+@pytest.mark.parametrize("name,count", [("canonical-vectors.jsonl", 46), ("canonical-vectors-from-state.jsonl", 13)])
+def test_canonical_hash_vectors_from_real_pages(name: str, count: int) -> None:
     vectors = jsonl(DATA / "pith-pages" / name)
-    assert len(vectors) >= 10
+    assert len(vectors) == count
     for v in vectors:
-        digest = canonical_hash(v["canonical_record"])
-        assert digest == (v.get("canonical_sha256") or v["computed_canonical_sha256"]), v["pith_number"]
-        assert code_from_digest_hex(digest) == v["pith_number"].rsplit(":", 1)[1]
-        assert pith_number_for(v["canonical_record"]) == v["pith_number"]
+        record, pn = v["canonical_record"], v["pith_number"]
+        digest = v.get("canonical_sha256") or v["computed_canonical_sha256"]
+        assert canonical_hash(record) == h(record) == digest, pn
+        assert code_from_digest_hex(digest) == pn.rsplit(":", 1)[1]
+        assert pith_number_for(record) == pn
+        assert pn.split(":")[1] == record["metadata"]["submitted_at"][:4]
 
 
-def test_embedded_canonical_records_hash_to_their_file_code():
-    files = sorted((DATA / "pith-json").glob("*.canonical_record.json"))
-    assert files
-    for f in files:
-        assert code_from_digest_hex(canonical_hash(json.loads(f.read_text()))) == f.name.split(".")[0], f.name
+def test_every_page_vector_names_its_page() -> None:
+    pages = {p.name for p in (DATA / "pith-pages").glob("*.txt")}
+    for name in ("canonical-vectors.jsonl", "canonical-vectors-from-state.jsonl"):
+        for v in jsonl(DATA / "pith-pages" / name):
+            code = v["pith_number"].rsplit(":", 1)[1]
+            assert code in v["url"] and any(p.startswith(code) for p in pages), v["url"]
 
 
-def test_signature_vectors_verify_under_the_manifest_key():
-    manifest = json.loads((DATA / "pith-json" / "pith-mirrors.manifest.json").read_text())
-    key = VerifyKey(base64.b64decode(manifest["mirrors"][0]["public_key"]["public_key_b64"]))
-    vectors = jsonl(DATA / "pith-json" / "signature-vectors.jsonl")
-    assert len(vectors) >= 9
-    for v in vectors:
-        msg = bytes.fromhex(v["message_hex"])
-        key.verify(msg, base64.b64decode(v["signature_b64"]))  # raises if bad
-        with pytest.raises(Exception):
-            key.verify(bytes([msg[0] ^ 1]) + msg[1:], base64.b64decode(v["signature_b64"]))
+PITH_JSON_RECORDS = sorted((DATA / "pith-json").glob("*.canonical_record.json"))
+
+
+@pytest.mark.parametrize("path", PITH_JSON_RECORDS, ids=[p.name.split(".canonical")[0] for p in PITH_JSON_RECORDS])
+def test_embedded_canonical_record_hashes_to_its_file_code(path: Path) -> None:
+    record = load(path)
+    code = path.name.split(".")[0]
+    assert code_from_digest_hex(h(record)) == code
+    assert pith_number_for(record) == f"pith:{record['metadata']['submitted_at'][:4]}:{code}"
+
+
+def test_embedded_records_agree_with_the_page_vectors() -> None:
+    by_code = {v["pith_number"].rsplit(":", 1)[1]: v["canonical_record"]
+               for name in ("canonical-vectors.jsonl", "canonical-vectors-from-state.jsonl")
+               for v in jsonl(DATA / "pith-pages" / name)}
+    shared = [p for p in PITH_JSON_RECORDS if p.name.split(".")[0] in by_code]
+    assert len(PITH_JSON_RECORDS) >= 50 and shared
+    for p in shared:
+        assert cj(load(p)) == cj(by_code[p.name.split(".")[0]]), p.name
+
+
+def test_manifest_key_is_the_registry_key() -> None:
+    manifest = load(DATA / "pith-json" / "pith-mirrors.manifest.json")
+    key = manifest["mirrors"][0]["public_key"]
+    raw = base64.b64decode(key["public_key_b64"])
+    assert raw.hex() == key["public_key_hex"] and key["public_key_b64"] == REGISTRY_PUBLIC_KEY_B64
+    assert fingerprint_hex(raw) == key["fingerprint_sha256_hex"] == REGISTRY_FINGERPRINT
+    assert fingerprint_b32(raw) == key["fingerprint_sha256_b32_first128bits"]
+    assert key["key_id"] == "pith-v1-2026-05"
+
+
+SIGNATURE_VECTORS = jsonl(DATA / "pith-json" / "signature-vectors.jsonl")
+
+
+@pytest.mark.parametrize("v", SIGNATURE_VECTORS, ids=[f"{v['kind']}-{i}" for i, v in enumerate(SIGNATURE_VECTORS)])
+def test_signature_vector(v: dict[str, Any]) -> None:
+    msg = bytes.fromhex(v["message_hex"])
+    assert len(msg) == 32 and v["key_id"] == "pith-v1-2026-05" and v["ed25519_verifies"] is True
+    assert verifies(REGISTRY_KEY, msg, v["signature_b64"])
+    assert not verifies(REGISTRY_KEY, bytes([msg[0] ^ 1]) + msg[1:], v["signature_b64"])
+    assert not verifies(REGISTRY_KEY, msg, flip_b64(v["signature_b64"], 63))
+    assert not verifies(REGISTRY_KEY, v["message_hex"].encode(), v["signature_b64"])  # the raw bytes, not the hex text
+    if v["kind"] == "pith_receipt":  # the signed digest is the record's canonical_sha256: it derives the code
+        assert code_from_digest_hex(v["message_hex"]) == v["pith_number"].rsplit(":", 1)[1]
+        ring = default_registry_ring()
+        assert ring.verify(REGISTRY_FINGERPRINT, msg, v["signature_b64"])
+
+
+def test_signature_vectors_hold_receipts_and_integrity_events() -> None:
+    kinds = [v["kind"] for v in SIGNATURE_VECTORS]
+    assert kinds.count("pith_receipt") == 7 and kinds.count("pith.integrity.v1 event") == 2
+
+
+# --- Pith number forms ---
+
+FULL = "pith:2026:CNPMIFD42NONUMCBYNP4XLPY53"
+CODE = "CNPMIFD42NONUMCBYNP4XLPY53"
 
 
 @pytest.mark.parametrize("text,code,prefix,year", [
-    ("pith:2026:CNPMIFD42NONUMCBYNP4XLPY53", "CNPMIFD42NONUMCBYNP4XLPY53", None, "2026"),
-    ("CNPMIFD42NONUMCBYNP4XLPY53", "CNPMIFD42NONUMCBYNP4XLPY53", None, None),
-    ("cnpmifd42nonumcbynp4xlpy53", "CNPMIFD42NONUMCBYNP4XLPY53", None, None),
+    (FULL, CODE, None, "2026"),
+    ("PITH:2026:" + CODE.lower(), CODE, None, "2026"),
+    (" " + FULL + "\n", CODE, None, "2026"),
+    (CODE, CODE, None, None),
+    (CODE.lower(), CODE, None, None),
     ("pith:CNPMIFD4", None, "CNPMIFD4", None),
-    (" pith:2026:CNPMIFD42NONUMCBYNP4XLPY53 ", "CNPMIFD42NONUMCBYNP4XLPY53", None, "2026"),
+    ("pith:cnpmifd4", None, "CNPMIFD4", None),
+    ("pith:CNPMIFD42NON", None, "CNPMIFD42NON", None),
+    ("pith:C", None, "C", None),
 ])
-def test_parse_pith_ref(text, code, prefix, year):  # type: ignore[no-untyped-def]
+def test_parse_pith_ref(text: str, code: str | None, prefix: str | None, year: str | None) -> None:
     ref = parse_pith_ref(text)
     assert (ref.code, ref.prefix, ref.year) == (code, prefix, year)
+    assert ref.pith_number == (f"pith:{year}:{code}" if year else None)
 
 
-@pytest.mark.parametrize("text", ["", "pith:", "pith:2026:SHORT", "pith:1:CNPMIFD42NONUMCBYNP4XLPY53",
-                                  "CNPMIFD42NONUMCBYNP4XLPY5!", "pith:CNPMIFD1", "2604.21197"])
-def test_parse_pith_ref_refuses_with_the_accepted_forms(text):  # type: ignore[no-untyped-def]
-    with pytest.raises(ValueError, match="expected pith:YYYY:CODE"):
+@pytest.mark.parametrize("text", [
+    "", "   ", "pith:", "pith:2026:", "pith:2026:SHORT", "pith:1:" + CODE, "pith:20266:" + CODE,
+    CODE[:-1] + "!", CODE + "A", CODE[:-1], "pith:CNPMIFD1", "pith:2026:CNPMIFD4", "2604.21197",
+    "sha256:" + "a" * 64, "pith:" + CODE + "A", "urn:2026:" + CODE,
+])
+def test_parse_pith_ref_refuses_other_forms_naming_the_accepted_ones(text: str) -> None:
+    with pytest.raises(ValueError, match="expected pith:YYYY:CODE, pith:XXXXXXXX or a 26-character code"):
         parse_pith_ref(text)
 
 
-def test_malformed_reasons_name_the_field():
-    event = json.loads(REAL_BUNDLE.read_text())["events"][0]
+# --- malformed events: the reason names the field ---
+
+@pytest.fixture(scope="module")
+def event() -> dict[str, Any]:
+    return load(REAL_BUNDLE)["events"][0]
+
+
+def _with(event: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    e = copy.deepcopy(event)
+    parent = e
+    for k in path[:-1]:
+        parent = parent[k]
+    parent[path[-1]] = value
+    return e
+
+
+@pytest.mark.parametrize("path,value,named", [
+    (("event_type",), 1, "event_type"),
+    (("subject_pith_number",), None, "subject_pith_number"),
+    (("target",), ["record"], "target"),
+    (("schema_version",), 1.0, "schema_version"),
+    (("content_sha256",), 0, "content_sha256"),
+    (("event_id",), None, "event_id"),
+    (("signer",), "registry", "signer"),
+    (("signer",), {"signer_id": "x"}, "signer"),
+    (("signer", "key_id"), 5, "signer.key_id"),
+    (("created_at",), "2026-06-26 01:15:56", "created_at"),
+    (("created_at",), "2026-02-30T01:15:56Z", "created_at"),
+    (("created_at",), "2026-06-26T01:15:56.000Z", "created_at"),
+    (("supersedes",), "sha256:abc", "supersedes"),
+    (("supersedes",), ["sha256:" + "a" * 63], "supersedes"),
+    (("prev_event",), "sha256:" + "A" * 64, "prev_event"),
+    (("prev_event",), "", "prev_event"),
+    (("signature",), None, "signature"),
+    (("signature", "algorithm"), "rsa", "signature.algorithm"),
+    (("signature", "signature_b64"), None, "signature.signature_b64"),
+    (("signature", "key_id"), [], "signature.key_id"),
+    (("payload", "canonical_sha256"), 1.5, "float"),
+    (("payload", "n"), 2**53 + 1, "integer out of range"),
+])
+def test_malformed_reason_names_the_field(event: dict[str, Any], path: tuple[str, ...], value: Any, named: str) -> None:
     assert malformed_reason(event) is None
-    cases = {
-        "created_at": "2026-06-26 01:15:56",
-        "supersedes": "sha256:abc",
-        "prev_event": "sha256:" + "A" * 64,
-        "signer": {"signer_id": "x"},
-    }
-    for field, value in cases.items():
-        assert field in (malformed_reason(dict(event, **{field: value})) or ""), field
-    missing = {k: v for k, v in event.items() if k != "target"}
-    assert "target" in (malformed_reason(missing) or "")
-    assert "extra" in (malformed_reason(dict(event, extra=1)) or "")
+    bad = _with(event, path, value)
+    why = malformed_reason(bad)
+    assert why is not None and named in why, why
+    adm = admit(bad, event["subject_pith_number"], default_registry_ring())
+    assert adm.reason == "malformed" and adm.detail == why
 
 
-def test_parse_json_refuses_non_json_constants_and_deep_nesting():
-    for bad in (b"NaN", b'{"a": Infinity}', b"[" * 100_000 + b"]" * 100_000, b"\xff"):
+def test_missing_and_extra_fields_are_named(event: dict[str, Any]) -> None:
+    why = malformed_reason({k: v for k, v in event.items() if k != "target"}) or ""
+    assert "missing ['target']" in why
+    assert "unexpected ['extra']" in (malformed_reason({**event, "extra": 1}) or "")
+    assert malformed_reason([event]) == "event is not an object"
+
+
+def test_nesting_deeper_than_64_is_malformed_and_a_lone_surrogate_too(event: dict[str, Any]) -> None:
+    def nest(n: int) -> Any:
+        v: Any = "leaf"
+        for _ in range(n):
+            v = [v]
+        return v
+
+    ring = default_registry_ring()
+    pn = event["subject_pith_number"]
+    # the event is level 1 and its payload level 2: 62 more arrays reach 64, one more is too deep
+    assert malformed_reason(_with(event, ("payload", "deep"), nest(62))) is None
+    assert "nesting deeper than 64" in (malformed_reason(_with(event, ("payload", "deep"), nest(63))) or "")
+    assert admit(_with(event, ("payload", "deep"), nest(10_000)), pn, ring).reason == "malformed"
+    adm = admit(_with(event, ("payload", "note"), "\ud800"), pn, ring)
+    assert adm.reason == "malformed" and "surrogate" in adm.detail
+
+
+def test_too_large_is_counted_on_the_canonical_event(event: dict[str, Any]) -> None:
+    ring = default_registry_ring()
+    pn = event["subject_pith_number"]
+    room = 262_144 - len(cj(_with(event, ("payload", "pad"), "")))
+    assert admit(_with(event, ("payload", "pad"), "x" * room), pn, ring).reason == "hash_mismatch"  # exactly at the cap
+    assert admit(_with(event, ("payload", "pad"), "x" * (room + 1)), pn, ring).reason == "too_large"
+
+
+# --- parsing and canonical bytes ---
+
+def test_parse_json_refuses_non_json_constants_and_deep_nesting() -> None:
+    for bad in (b"NaN", b'{"a": Infinity}', b"[-Infinity]", b"[" * 100_000 + b"]" * 100_000, b"\xff", b"{"):
         with pytest.raises(ValueError):
             parse_json(bad)
     assert parse_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
 
 
-def test_spliced_canonical_bytes_equal_a_full_serialization():
+def test_canonical_bytes_are_the_spec_serialization() -> None:
+    value = {"é": ["ü", 1, True, None, {"b": 2, "a": "\u2028"}], "A": "\x7f", "z": -0}
+    assert canonical_bytes(value) == cj(value) == '{"A":"\x7f","z":0,"é":["ü",1,true,null,{"a":"\u2028","b":2}]}'.encode()
+    assert canonical_hash(value) == h(value)
+
+
+def test_spliced_canonical_bytes_equal_a_full_serialization(bundle: dict[str, Any]) -> None:
     from pithnode.core.canonical import CanonicalError, canonical_bytes_spliced
 
-    bundle = json.loads(REAL_BUNDLE.read_text())
     parts = [canonical_bytes(e) for e in bundle["events"]]
     assert canonical_bytes_spliced(bundle, "events", parts) == canonical_bytes(bundle)
     tricky = {"a": "\ud800hole\ud800", "events": [], "z": 1}  # the mark itself in the content: no canonical form

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ import msgpack
 import trio
 
 from .. import __version__
-from ..core import parse_json
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..net.fetch import FetchError, check_url
 from ..store import StoreError
@@ -43,6 +41,7 @@ MAX_EVENTS = 2_000  # per push or events answer
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 12
+APPLY_BATCH = 20_000  # fetched events applied per commit
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
 
@@ -80,25 +79,9 @@ def _list(msg: dict[str, Any], name: str, cap: int, kind: type) -> list[Any]:
     return value
 
 
-def parse_events(msg: dict[str, Any]) -> tuple[dict[str, list[Any]], list[Any], int]:
-    """Events of a push or events answer grouped by subject, the keys, and how many were unreadable."""
-    by_subject: dict[str, list[Any]] = defaultdict(list)
-    bad = 0
-    for raw in _list(msg, "events", MAX_EVENTS, bytes):
-        try:
-            if len(raw) > MAX_EVENT_BYTES:
-                raise ValueError("event too large")
-            ev = parse_json(raw)
-        except ValueError:
-            bad += 1
-            continue
-        subject = ev.get("subject_pith_number") if isinstance(ev, dict) else None
-        if not isinstance(subject, str) or not subject.startswith("pith:") or len(subject) > 64:
-            bad += 1
-            continue
-        by_subject[subject].append(ev)
-    keys = [k for k in _list(msg, "keys", MAX_KEYS, dict)]
-    return by_subject, keys, bad
+def parse_events(msg: dict[str, Any]) -> tuple[list[bytes], list[Any]]:
+    """The events (JSON bytes, parsed later by admission) and keys of a push or events answer."""
+    return _list(msg, "events", MAX_EVENTS, bytes), _list(msg, "keys", MAX_KEYS, dict)
 
 
 @dataclass
@@ -123,6 +106,7 @@ class PeerService:
         self.client = client
         self.timeout = timeout
         self._set: tuple[int, ReconcileSet] | None = None
+        self.wire = {"requests": 0, "bytes_out": 0, "bytes_in": 0}  # what this node's client sent and got
         self._rng = random.Random()
 
     # -- peers -------------------------------------------------------------------
@@ -154,6 +138,7 @@ class PeerService:
                 out: dict[str, Any] = {"v": VERSION, "msg": reply}
             elif kind == "events":
                 ids = [i for i in _list(msg, "ids", MAX_IDS, str) if i.startswith("sha256:") and len(i) == 71]
+                ids = ids[:MAX_EVENTS]  # an answer holds at most MAX_EVENTS: ask again for the rest
                 out = {"v": VERSION, **self.events_payload(ids)}
             else:
                 out = {"v": VERSION, **await self.accept_push(msg, client)}
@@ -165,24 +150,25 @@ class PeerService:
         return encode(out)
 
     def events_payload(self, ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(ids)
         rows = self.node.store.events_by_id(ids)
-        fps = {parse_json(body)["signer"]["public_key_fingerprint"] for _pn, body in rows}
+        fps = self.node.store.signers_of(ids)
         ring = self.node.ring()
         return {"events": [body for _pn, body in rows], "keys": ring.entries(fps & set(ring))}
 
     async def accept_push(self, msg: dict[str, Any], client: str) -> dict[str, Any]:
         origin = msg.get("from") if isinstance(msg.get("from"), str) else None
-        by_subject, keys, bad = parse_events(msg)
-        admitted = known = rejected = 0
-        for subject, events in by_subject.items():
-            res = await self.node.ingest_events(subject, events, keys, source=f"peer {origin or client}",
-                                                origin_peer=origin.rstrip("/") if origin else None)
+        raw, keys = parse_events(msg)
+        admitted = known = 0
+        results, rejected = await self.node.ingest_raw(raw, keys, source=f"peer {origin or client}",
+                                                       origin_peer=origin.rstrip("/") if origin else None)
+        for res in results:
             admitted += len(res.new_event_ids)
             known += res.known
             rejected += len(res.rejected) + res.quota_refused
         if origin:
             self.add_peer(origin)  # a node that pushes to us is a peer we can push back to
-        return {"admitted": admitted, "known": known, "rejected": rejected + bad}
+        return {"admitted": admitted, "known": known, "rejected": rejected}
 
     # -- client side ---------------------------------------------------------------
 
@@ -191,6 +177,8 @@ class PeerService:
         assert self.client is not None
         await check_url(url, self.node.cfg.allow_private_addresses)
         body = encode({"v": VERSION, **msg})
+        self.wire["requests"] += 1
+        self.wire["bytes_out"] += len(body)
         with trio.fail_after(self.timeout):
             async with self.client.stream("POST", f"{url}/peer/v1/{kind}", content=body,
                                           headers={"content-type": CONTENT_TYPE.decode()}) as resp:
@@ -204,6 +192,7 @@ class PeerService:
                         raise PeerError(f"{url}: answer over the cap of {self.max_message_bytes} bytes")
                     chunks.append(chunk)
         self.node.metrics.gossip.labels(kind=kind, direction="out", outcome="ok").inc()
+        self.wire["bytes_in"] += size
         return decode(b"".join(chunks), self.max_message_bytes)
 
     async def sync_with(self, url: str) -> tuple[int, int]:
@@ -221,12 +210,19 @@ class PeerService:
         have, need = rec.have, rec.need
         fetched = 0
         needed = sorted(need)
-        for i in range(0, len(needed), MAX_IDS):
-            answer = await self.post(url, "events", {"ids": needed[i : i + MAX_IDS]})
-            by_subject, keys, _bad = parse_events(answer)
-            for subject, events in by_subject.items():
-                res = await self.node.ingest_events(subject, events, keys, source=f"peer {url}", origin_peer=url)
-                fetched += len(res.new_event_ids)
+        pending: list[bytes] = []
+        pending_keys: dict[str, Any] = {}
+        for i in range(0, len(needed), MAX_EVENTS):
+            answer = await self.post(url, "events", {"ids": needed[i : i + MAX_EVENTS]})
+            raw, keys = parse_events(answer)
+            pending += raw
+            pending_keys.update((str(k.get("fingerprint_sha256_hex")), k) for k in keys)
+            # apply in batches: one commit, and each subject merged once per batch
+            if len(pending) >= APPLY_BATCH or i + MAX_EVENTS >= len(needed):
+                results, _unreadable = await self.node.ingest_raw(pending, list(pending_keys.values()),
+                                                                  source=f"peer {url}", origin_peer=url)
+                fetched += sum(len(r.new_event_ids) for r in results)
+                pending = []
         pushed = await self.push_to(url, sorted(have))
         return fetched, pushed
 

@@ -102,7 +102,8 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
                 log.info("serving %s (key %s, %d events held)", node.public_url, node.identity.key_id,
                          node.store.event_count())
                 async with trio.open_nursery() as tasks:
-                    tasks.start_soon(attest_loop, running)
+                    if cfg.attest:
+                        tasks.start_soon(attest_loop, running)
                     tasks.start_soon(poller.run, cfg.poll_interval)
                     tasks.start_soon(peers.run, cfg.gossip_interval)
                     tasks.start_soon(_every, cfg.gossip_interval * 4, discover, running)

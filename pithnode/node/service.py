@@ -14,10 +14,13 @@ queues the new events for its peers.
 from __future__ import annotations
 
 import gzip
+import multiprocessing
+import os
 import json
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +29,26 @@ import trio
 from ..config import Config
 from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
 from ..identity import NodeIdentity, load_or_create_key
-from ..ingest import IngestError, IngestResult, Quotas, ingest_bundle, ingest_events, node_ring
+from ..core.events import MAX_EVENT_BYTES
+from ..ingest import IngestError, IngestResult, Quotas, admit_raw, ingest_bundle, ingest_events, node_ring
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import LookupError_, own_bundle
 from .metrics import Metrics
 
 log = logging.getLogger("pithnode.node")
+
+POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
+_POOL: ProcessPoolExecutor | None = None
+
+
+def admission_pool() -> ProcessPoolExecutor | None:
+    """One pool of admission workers per process (shared by every node in it),
+    started by a fork server so no worker inherits the event loop's threads."""
+    global _POOL
+    if _POOL is None and (os.cpu_count() or 1) > 1:
+        _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"))
+    return _POOL
 
 
 @dataclass
@@ -137,6 +153,7 @@ class Node:
 
     async def ingest_events(self, pith_number: str, objs: list[Any], keys: list[Any], *, source: str | None,
                             origin_peer: str | None = None) -> IngestResult:
+        """Parsed events of one subject (our own, tests): signatures checked off the event loop."""
         ring = self.ring().merged(KeyRing.from_entries(keys))
         admissions = await trio.to_thread.run_sync(lambda: [admit(o, pith_number, ring) for o in objs])
         self._check_capacity()
@@ -145,6 +162,41 @@ class Node:
                                now=self.now(), admissions=admissions, quotas=self.quotas)
         await self._after(result, origin=origin_peer)
         return result
+
+    async def ingest_raw(self, raw: list[bytes], keys: list[Any], *, source: str | None,
+                         origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
+        """Events as their JSON bytes (a gossip message), for whatever subjects
+        they name: parsed and admitted in worker processes (both cores; the
+        event loop stays free), then one commit, each subject merged once.
+        Returns the results and how many inputs named no subject."""
+        entries = self.ring().merged(KeyRing.from_entries(keys)).entries()
+        pool = admission_pool() if len(raw) >= POOL_MIN_BATCH else None
+        if pool is not None:  # chunks over every worker
+            step = max(POOL_MIN_BATCH, len(raw) // (2 * (os.cpu_count() or 1)) + 1)
+            futs = [pool.submit(admit_raw, raw[i : i + step], entries, MAX_EVENT_BYTES)
+                    for i in range(0, len(raw), step)]
+            checked = [x for fut in futs for x in await trio.to_thread.run_sync(fut.result)]
+        else:
+            checked = await trio.to_thread.run_sync(admit_raw, raw, entries, MAX_EVENT_BYTES)
+        by_subject: dict[str, tuple[list[Any], list[Any]]] = {}
+        unreadable = 0
+        for subject, adm, light in checked:
+            if subject is None:
+                unreadable += 1
+                continue
+            objs, adms = by_subject.setdefault(subject, ([], []))
+            objs.append(light)
+            adms.append(adm)
+        self._check_capacity()
+        trusted = self.trusted.merged(self.identity.ring())
+        now = self.now()
+        with self.store.transaction():
+            results = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
+                                     registry=self.registry, now=now, admissions=adms, quotas=self.quotas)
+                       for pn, (objs, adms) in by_subject.items()]
+        for result in results:
+            await self._after(result, origin=origin_peer)
+        return results, unreadable
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes

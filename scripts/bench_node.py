@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Node benchmarks over real loopback HTTP (issue 6), each printed as a ratio
+against a reference measured in the same run.
+
+  ingest       a fresh node syncs N events over S subjects from a serving node
+               (reconcile + fetch + admission + store + merge); ratio to the
+               bare single-thread PyNaCl verify rate on the same signatures
+  reconcile    two nodes sharing N events, then with M missing on one side
+               (spread over M subjects): round trips and bytes on the wire,
+               beside a naive full id list
+  propagation  K nodes in a random graph of degree 3: hops and wall time for
+               one new event to reach every node
+
+    python scripts/bench_node.py ingest|reconcile|propagation [--events N] [--subjects S] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import trio
+from nacl.signing import VerifyKey
+
+from pithnode.config import load_config
+from pithnode.ingest import import_bundles
+from pithnode.node import peer
+from pithnode.node.runner import run_node
+from pithnode.store import Store
+from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+
+REG = SynthRegistry("bench-registry")
+MIRRORS = [SynthMirror("bench-a"), SynthMirror("bench-b")]
+
+
+def cfg(tmp: Path, name: str, **extra: Any):  # type: ignore[no-untyped-def]
+    e = REG.config_entry()
+    settings = dict(data_dir=str(tmp / name), listen="127.0.0.1:0", registry_fingerprints=[REG.fingerprint],
+                    registry_keys=[e], allow_private_addresses=True, mirrors=[], poll_interval=3600.0,
+                    gossip_interval=3600.0, attest=False, peer_rate_limit=0.0, durability="full")
+    return load_config(None, env={}, **{**settings, **extra})
+
+
+def make_subjects(n_events: int, n_subjects: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    per = max(2, n_events // n_subjects)
+    return [synthetic_subject(REG, 50_000 + i, per, MIRRORS) for i in range(n_subjects)]
+
+
+def fill(config: Any, subjects: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Load a node's store before it starts (the fast offline import path)."""
+    from pithnode.core import canonical_bytes
+
+    items = [(f"seed{i}", (lambda b=canonical_bytes(REG.bundle(pn, evs, keys=MIRRORS)): b))
+             for i, (pn, evs) in enumerate(subjects)]
+    with Store(config.db_path) as store:
+        for _src, res in import_bundles(store, items, trusted=config.trusted_ring(), registry=config.registry,
+                                        now=lambda: "2026-11-23T00:00:00Z"):
+            assert not isinstance(res, Exception), res
+
+
+def serve_in_process(tmp: Path, config: Any) -> tuple[subprocess.Popen[bytes], str]:
+    """`pithnode run` on a store, in a child process; returns it and its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    e = REG.config_entry()
+    toml = tmp / f"{config.data_dir.name}.toml"
+    toml.write_text("\n".join([
+        f'data_dir = "{config.data_dir}"', f'registry_fingerprints = ["{REG.fingerprint}"]',
+        f'registry_keys = [{{key_id = "{e["key_id"]}", public_key_b64 = "{e["public_key_b64"]}", '
+        f'fingerprint_sha256_hex = "{e["fingerprint_sha256_hex"]}"}}]',
+        "mirrors = []", "attest = false", "peer_rate_limit = 0.0", "gossip_interval = 3600.0",
+        "poll_interval = 3600.0", "allow_private_addresses = true"]) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "pithnode", "run", "--config", str(toml),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def wait_up(url: str) -> None:
+    import httpx
+
+    with trio.fail_after(30):
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(url + "/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.1)
+
+
+def bare_verify_rate(events: list[dict[str, Any]]) -> float:
+    keys = {s.fingerprint: VerifyKey(s.raw) for s in [REG, *MIRRORS]}
+    sigs = [(keys[e["signer"]["public_key_fingerprint"]], bytes.fromhex(e["content_sha256"]),
+             base64.b64decode(e["signature"]["signature_b64"])) for e in events]
+    t = time.perf_counter()
+    for vk, msg, sig in sigs:
+        vk.verify(msg, sig)
+    return len(sigs) / (time.perf_counter() - t)
+
+
+async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    subjects = make_subjects(args.events, args.subjects)
+    events = [e for _, evs in subjects for e in evs]
+    print(f"loading {len(events)} events into the serving node...", file=sys.stderr)
+    src_cfg = cfg(tmp, "serving")
+    fill(src_cfg, subjects)
+    verify = bare_verify_rate(events)
+    serving = serve_in_process(tmp, src_cfg)  # its own process, as a real peer would be
+    try:
+        async with trio.open_nursery() as nursery:
+            b = await nursery.start(run_node, cfg(tmp, "fresh"))
+            await wait_up(serving[1])
+            print("fresh node syncing over loopback HTTP...", file=sys.stderr)
+            t = time.perf_counter()
+            rounds = 0
+            while b.node.store.event_count() < len(events) and rounds < 50:
+                await b.peers.sync_with(serving[1])
+                rounds += 1
+            elapsed = time.perf_counter() - t
+            held = b.node.store.event_count()
+            b.shutdown.set()
+    finally:
+        serving[0].terminate()
+        serving[0].wait(timeout=15)
+    verify_after = bare_verify_rate(events)
+    ref = (verify + verify_after) / 2
+    rate = held / elapsed
+    return {"events": len(events), "subjects": len(subjects), "synced": held, "seconds": round(elapsed, 2),
+            "sync_calls": rounds, "events_per_s": round(rate), "bare_verify_per_s": round(ref),
+            "ratio": round(rate / ref, 3), "target": 1.0, "pass": rate / ref >= 1.0}
+
+
+async def bench_reconcile(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    subjects = make_subjects(args.events, args.subjects)
+    rng = random.Random(3)
+    missing_in = set(rng.sample(range(len(subjects)), args.missing))
+    dropped: set[str] = set()
+    partial = []
+    for i, (pn, evs) in enumerate(subjects):
+        if i in missing_in:
+            gone = evs[-1]  # the newest event of that subject
+            dropped.add(gone["event_id"])
+            partial.append((pn, evs[:-1]))
+        else:
+            partial.append((pn, evs))
+    print(f"loading two nodes with {args.events} events ({args.missing} missing on one)...", file=sys.stderr)
+    ca, cb = cfg(tmp, "full"), cfg(tmp, "partial")
+    fill(ca, subjects)
+    fill(cb, partial)
+    missing_bytes = sum(len(json.dumps(e, separators=(",", ":")).encode()) for _, evs in subjects for e in evs
+                        if e["event_id"] in dropped)
+    out: dict[str, Any] = {"events": args.events, "missing": args.missing, "missing_events_bytes": missing_bytes}
+    async with trio.open_nursery() as nursery:
+        a = await nursery.start(run_node, ca)
+        b = await nursery.start(run_node, cb)
+        # in sync first: b reconciles with a copy of itself, a second node holding what it holds
+        c = await nursery.start(run_node, cfg(tmp, "partial-copy"))
+        for name, (x, y) in {"in_sync": (b, c), "with_missing": (b, a)}.items():
+            if name == "in_sync":  # c starts empty and copies b by gossip first
+                await c.peers.sync_with(b.url)
+            x.peers.wire.update(requests=0, bytes_out=0, bytes_in=0)
+            fetched, pushed = await x.peers.sync_with(y.url)
+            w = dict(x.peers.wire)
+            out[name] = {"round_trips": w["requests"], "bytes_both_ways": w["bytes_out"] + w["bytes_in"],
+                         "fetched": fetched, "pushed": pushed}
+        for r in (a, b, c):
+            r.shutdown.set()
+    naive = len(msgpack.packb({"v": 1, "ids": [e["event_id"] for _, evs in subjects for e in evs]}, use_bin_type=True))
+    budget = 1.3 * missing_bytes + 32 * 1024
+    out.update(naive_full_list_bytes=naive, budget_bytes=round(budget),
+               pass_in_sync=out["in_sync"]["round_trips"] == 1 and out["in_sync"]["bytes_both_ways"] < 2048,
+               pass_missing=out["with_missing"]["round_trips"] <= 6 and out["with_missing"]["bytes_both_ways"] <= budget
+               and out["with_missing"]["fetched"] == args.missing)
+    return out
+
+
+def random_regular_graph(n: int, d: int, rng: random.Random) -> list[set[int]]:
+    """A connected random graph with every degree d (pairing model, retried)."""
+    while True:
+        stubs = [v for v in range(n) for _ in range(d)]
+        rng.shuffle(stubs)
+        adj: list[set[int]] = [set() for _ in range(n)]
+        ok = True
+        for a, b in zip(stubs[::2], stubs[1::2]):
+            if a == b or b in adj[a]:
+                ok = False
+                break
+            adj[a].add(b)
+            adj[b].add(a)
+        if ok and _eccentricity(adj, 0) < n:
+            return adj
+
+
+def _eccentricity(adj: list[set[int]], src: int) -> int:
+    dist = {src: 0}
+    frontier = [src]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in adj[v]:
+                if w not in dist:
+                    dist[w] = dist[v] + 1
+                    nxt.append(w)
+        frontier = nxt
+    return max(dist.values()) if len(dist) == len(adj) else len(adj)
+
+
+async def bench_propagation(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    n = args.nodes
+    adj = random_regular_graph(n, 3, random.Random(5))
+    pn, evs = synthetic_subject(REG, 777, 6, MIRRORS)
+    async with trio.open_nursery() as nursery:
+        nodes = [await nursery.start(run_node, cfg(tmp, f"n{i}", gossip_interval=3600.0)) for i in range(n)]
+        for i, nbrs in enumerate(adj):
+            for j in nbrs:
+                nodes[i].peers.add_peer(nodes[j].url)
+        url_of = {r.url: i for i, r in enumerate(nodes)}
+        await nodes[0].node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="bench")
+        with trio.fail_after(60):
+            while any(r.node.store.event_count() < len(evs) for r in nodes):
+                await trio.sleep(0.01)
+        last = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+        new = REG.graph_snapshot(pn, "2026-09-09T00:00:00Z", prev=last)
+        t = time.perf_counter()
+        arrival: dict[int, float] = {}
+        await nodes[0].node.ingest_events(pn, [new], [], source="bench")
+        with trio.fail_after(60):
+            while len(arrival) < n:
+                for i, r in enumerate(nodes):
+                    if i not in arrival and r.node.store.events_by_id([new["event_id"]]):
+                        arrival[i] = time.perf_counter() - t
+                await trio.sleep(0.002)
+        # hops: follow each node's first source of the event back to the origin
+        hops = {}
+        for i, r in enumerate(nodes):
+            h, cur = 0, i
+            while cur != 0 and h <= n:
+                src = next(iter(nodes[cur].node.store.event_sources([new["event_id"]]).values()))
+                cur = url_of.get(src.removeprefix("peer "), 0)
+                h += 1
+            hops[i] = h
+        for r in nodes:
+            r.shutdown.set()
+    bound = math.log2(n) + 2
+    return {"nodes": n, "degree": 3, "max_hops": max(hops.values()), "graph_eccentricity_from_origin": _eccentricity(adj, 0),
+            "bound_hops": round(bound, 2), "wall_seconds_all": round(max(arrival.values()), 3),
+            "pass": max(hops.values()) <= bound}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["ingest", "reconcile", "propagation"])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--subjects", type=int, default=2_000)
+    ap.add_argument("--missing", type=int, default=100)
+    ap.add_argument("--nodes", type=int, default=20)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    fn = {"ingest": bench_ingest, "reconcile": bench_reconcile, "propagation": bench_propagation}[args.which]
+    with tempfile.TemporaryDirectory(prefix="pithnode-bench-") as tmp:
+        out = trio.run(fn, args, Path(tmp))
+    print(json.dumps({args.which: out}, indent=None if not args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
