@@ -97,6 +97,40 @@ def check_signable(value: Any, max_depth: int = MAX_DEPTH) -> None:
             raise CanonicalError(f"value of type {t.__name__} is not JSON")
 
 
+def canonical_hash_chunked(value: Any, *, chunk: int = 64, depth: int = 2) -> str:
+    """H(value), equal to `canonical_hash(value)`, without ever holding CJ(value)
+    whole: objects in the top `depth` levels are written member by member and
+    long arrays `chunk` items at a time, each piece hashed as it is made. On a
+    large value (the state of a subject with many events) the pieces stay in
+    the CPU caches, which makes this faster as well as lighter."""
+    h = hashlib.sha256()
+    try:
+        _feed(h.update, value, depth, chunk)
+    except UnicodeEncodeError as exc:  # a lone surrogate cannot be UTF-8
+        raise CanonicalError("string is not valid Unicode (lone surrogate)") from exc
+    return h.hexdigest()
+
+
+def _feed(write: Any, value: Any, depth: int, chunk: int) -> None:
+    t = type(value)
+    if t is dict and depth > 0 and value and all(type(k) is str for k in value):
+        sep = b"{"  # sort_keys: members in the order of their (unique) keys
+        for k in sorted(value):
+            write(sep + _dumps(k).encode("utf-8") + b":")
+            sep = b","
+            _feed(write, value[k], depth - 1, chunk)
+        write(b"}")
+    elif t is list and len(value) > chunk:
+        write(b"[")
+        for i in range(0, len(value), chunk):
+            if i:
+                write(b",")
+            write(_dumps(value[i:i + chunk])[1:-1].encode("utf-8"))  # the items, without the brackets
+        write(b"]")
+    else:
+        write(_dumps(value).encode("utf-8"))
+
+
 def parse_json(data: bytes | str) -> Any:
     """Parse untrusted JSON. Raises ValueError (never RecursionError) on bad input.
 

@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .canonical import canonical_bytes, canonical_hash, sha256_hex
+from .canonical import canonical_hash, canonical_hash_chunked
 from .events import identity_of
 from .ids import is_hex64
 from .keys import KeyRing
@@ -261,7 +261,9 @@ def merge(
         "invalid_events": invalid,
         "applied_event_ids": applied_ids,
     }
-    state["state_sha256"] = sha256_hex(canonical_bytes(state))
+    # A large state is hashed piecewise (faster: the pieces stay in the CPU
+    # caches), a small one whole (fewer calls). Both give H(state) exactly.
+    state["state_sha256"] = (canonical_hash_chunked if event_count > 256 else canonical_hash)(state)
     return state
 
 
