@@ -132,9 +132,11 @@ def rehash(event: dict[str, Any]) -> dict[str, Any]:
 TIMES = [f"2026-03-01T00:00:{s:02d}Z" for s in range(8)]  # few instants: ties broken by event_id
 absent_ids = st.binary(min_size=32, max_size=32).map(lambda b: "sha256:" + b.hex())  # events that never arrive
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+# keys that also name event members: the event's canonical bytes must not be fooled by them
+_keys = st.sampled_from(["signer", "key_id", "signature", "event_id", "created_at", "content_sha256"]) | _text
 signable = st.recursive(  # JSON values a signed event may hold (no floats, no lone surrogates)
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _text,
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_text, kids, max_size=3),
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _text | st.just(',"signer":{"key_id":"'),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_keys, kids, max_size=3),
     max_leaves=8,
 )
 
@@ -209,7 +211,7 @@ def signed_event(draw: st.DrawFn, prior: list[dict[str, Any]], *, wild: bool = T
     elif payload_kind == "bad" and etype == "record_created":
         payload = _bad_record_payload(draw, c)
     else:
-        payload = draw(st.dictionaries(_text, signable, max_size=3))
+        payload = draw(st.dictionaries(_keys, signable, max_size=3))
     ids = [e["event_id"] for e in prior]
     refs = st.sampled_from(ids) | absent_ids if ids else absent_ids
     prev = draw(st.none() | refs)

@@ -10,10 +10,12 @@ import base64
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pithnode.core import admit, merge
+from pithnode.core import CanonicalError, admit, canonical_hash, merge
+from pithnode.core.canonical import canonical_hash_chunked
 from strategies import (
     TARGETS,
     cast,
@@ -43,9 +45,16 @@ def merge_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def admitted(objs: list[Any]) -> list[dict[str, Any]]:
-    """Every admitted object, copies included (merge must deduplicate)."""
+    """Every admitted object, copies included (merge must deduplicate).
+    What admission keeps of each is CJ(object), byte for byte."""
     c = cast()
-    return [o for o in objs if admit(o, c.subject, c.ring).admitted]
+    out = []
+    for o in objs:
+        adm = admit(o, c.subject, c.ring)
+        if adm.admitted:
+            assert adm.body == cj(o) and adm.event_id == o["event_id"]
+            out.append(o)
+    return out
 
 
 def check_state(state: dict[str, Any], events: list[dict[str, Any]]) -> None:
@@ -248,3 +257,40 @@ def test_an_event_missing_any_field_is_malformed_naming_it(event, field):  # typ
     c = cast()
     adm = admit({k: v for k, v in event.items() if k != field}, c.subject, c.ring)
     assert adm.reason == "malformed" and field in adm.detail
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda kids: st.lists(kids, max_size=6) | st.dictionaries(st.text(max_size=4), kids, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=scaled(3))
+@given(_json, st.integers(1, 4), st.integers(0, 4))
+def test_the_chunked_hash_is_the_canonical_hash(value, chunk, depth):  # type: ignore[no-untyped-def]
+    assert canonical_hash_chunked(value, chunk=chunk, depth=depth) == h(value) == canonical_hash(value)
+
+
+@given(histories(max_size=8))
+def test_a_state_hashes_alike_whole_or_chunked(events):  # type: ignore[no-untyped-def]
+    rest = {k: v for k, v in merge_of(admitted(events)).items() if k != "state_sha256"}
+    assert {canonical_hash_chunked(rest, chunk=c) for c in (1, 2, 64)} == {h(rest)}
+
+
+def test_the_chunked_hash_refuses_what_has_no_canonical_form():
+    for bad in ({"a": ["\ud800"] * 3}, ["x", "\udfff"], "\ud800"):
+        with pytest.raises(CanonicalError):
+            canonical_hash_chunked(bad, chunk=1)
+        with pytest.raises(CanonicalError):
+            canonical_hash(bad)
+
+
+def test_a_large_state_is_hashed_exactly():
+    from pithnode.synth import synthetic_subject
+
+    c = cast()
+    pn, events = synthetic_subject(c.registry, 77, 700, list(c.mirrors))  # over the size hashed piecewise
+    state = merge(pn, events, c.ring, c.registry_fps)
+    assert state["event_count"] == 700 and len(state["current"]["citation_signatures"]) > 64
+    assert state["state_sha256"] == h({k: v for k, v in state.items() if k != "state_sha256"})

@@ -428,3 +428,23 @@ def test_spliced_canonical_bytes_equal_a_full_serialization(bundle: dict[str, An
     tricky = {"a": "\ud800hole\ud800", "events": [], "z": 1}  # the mark itself in the content: no canonical form
     with pytest.raises(CanonicalError):
         canonical_bytes_spliced(tricky, "events", [])
+
+
+@pytest.mark.parametrize("payload", [
+    {"signer": {"key_id": "nested"}},
+    {"z": {"signer": {"key_id": ',"signer":{"key_id":"'}}, "signature": {"signer": {"key_id": 1}}},
+    {"event_id": "x", "content_sha256": "y", "created_at": "z", "note": 'é ü \u2028 ☃ "quoted" \\ '},
+    {},
+])
+def test_admission_keeps_exactly_the_canonical_bytes(payload: dict[str, Any]) -> None:
+    from strategies import cast, sign_event
+
+    c = cast()
+    m = c.mirrors[0]
+    body = {"event_type": "citation_signature", "subject_pith_number": c.subject, "target": "citation",
+            "payload": payload, "signer": {"signer_id": 'a "quoted", id', "signer_type": "pith_mirror",
+                                           "key_id": m.key_id, "public_key_fingerprint": m.fingerprint},
+            "created_at": "2026-03-01T00:00:00Z", "supersedes": [], "prev_event": None, "schema_version": "1.0"}
+    event = sign_event(m, body, signed_at='odd "signed_at" ü')
+    adm = admit(event, c.subject, c.ring)
+    assert adm.admitted and adm.body == cj(event) == canonical_bytes(event)
