@@ -27,7 +27,7 @@ from .core import (
     parse_json,
     split_pith_number,
 )
-from .store import NewEvent, Store
+from .store import NewEvent, Store, pack
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 GROUP_EVENTS = 5_000  # events per commit when importing many bundles
@@ -124,7 +124,7 @@ def _aliases(state: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def remerge(
     store: Store, subject_id: int, pith_number: str, ring: KeyRing, registry: frozenset[str],
-    now: str, source: str | None, state: dict[str, Any] | None = None,
+    now: str, source: str | None, state: dict[str, Any] | None = None, state_bytes: bytes | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Re-merge a subject from its stored events (inside a transaction), store
     the state and record new equivocation / invalid-event reports.
@@ -132,7 +132,9 @@ def remerge(
     if state is None:
         events = [json.loads(b) for b in store.event_bodies(subject_id)]
         state = merge(pith_number, events, ring, registry)
-    store.put_state(subject_id, state, canonical_bytes(state), _title(state), now)
+    if state_bytes is None:
+        state_bytes = canonical_bytes(state)
+    store.put_state(subject_id, state, state_bytes, _title(state), now)
     store.put_aliases(subject_id, _aliases(state))
     new_eq, new_inv = [], []
     for eq in state["equivocations"]:
@@ -148,6 +150,7 @@ def remerge(
 def _store_admitted(
     store: Store, pn: str, events: list[dict[str, Any]], bodies: list[bytes], ring: KeyRing, registry: frozenset[str],
     result: IngestResult, now: str, source_state: dict[str, Any] | None = None, quotas: Quotas | None = None,
+    source_state_bytes: bytes | None = None,
 ) -> dict[str, Any] | None:
     """Inside a transaction: store keys, events and rejections, re-merge the subject.
     Returns None (storing only the rejections) when nothing was admitted for an unknown subject."""
@@ -189,7 +192,8 @@ def _store_admitted(
     # events is already the merge of the stored set: do not compute it twice.
     reuse = source_state if (was_empty and result.known == 0 and "flood" not in result.flags) else None
     state, result.new_equivocations, result.new_invalid = remerge(
-        store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse
+        store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse,
+        source_state_bytes if reuse is not None else None,
     )
     result.state_sha256 = state["state_sha256"]
     return state
@@ -207,6 +211,7 @@ def _rejections(admissions: Iterable[Admission], objs: list[Any]) -> list[dict[s
 def ingest_bundle(
     store: Store, bundle: dict[str, Any], *, source: str | None, trusted: KeyRing,
     registry: frozenset[str], now: str, report: BundleReport | None = None, quotas: Quotas | None = None,
+    state_bytes: bytes | None = None,
 ) -> IngestResult:
     """Check and apply one parsed bundle. Events are admitted one by one; the
     bundle's own signature and state are checked and the outcome recorded: a
@@ -231,7 +236,8 @@ def ingest_bundle(
     )
     ring = node_ring(store, trusted).merged(KeyRing.from_entries(bundle.get("public_keys") or []))
     with store.transaction():
-        _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state, quotas)
+        _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state, quotas,
+                        state_bytes)
         store.add_bundle_check(pn, source, {
             "bundle_sha256": report.bundle_sha256, "signature_ok": report.signature_ok,
             "signer": report.signer_fingerprint, "published_state_sha256": report.published_state_sha256,
@@ -348,12 +354,27 @@ def admit_raw(raw: list[bytes], key_entries: list[dict[str, Any]], max_bytes: in
             continue
         adm = admit(ev, subject, ring)  # type: ignore[arg-type]
         claimed = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
+        if adm.body is not None:
+            adm = replace(adm, body=pack(adm.body))  # deflated for the store here, off the main process
         out.append((subject, adm, _light(ev) if adm.admitted else {"event_id": claimed}))
     return out
 
 
+def die_with_parent() -> None:
+    """In a worker process: exit when the parent dies, even by `kill -9`
+    (Linux PR_SET_PDEATHSIG; elsewhere the worker exits at its next read)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_init(entries: list[dict[str, Any]], registry: frozenset[str], max_bytes: int) -> None:
     global _WORKER
+    die_with_parent()
     _WORKER = (KeyRing.from_entries(entries), registry, max_bytes)
 
 
@@ -369,10 +390,12 @@ def _worker_check(data: bytes) -> tuple[dict[str, Any], BundleReport] | str:
         return str(exc)
     report = check_bundle(bundle, ring, registry)
     report.admission = [replace(a, body=None) for a in report.admission]  # bodies travel once, in report.bodies
+    report.bodies = [pack(b) for b in report.bodies]  # deflated here, on a worker's core
     objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
     slim = {k: bundle.get(k) for k in ("pith_number", "built_at", "public_keys")}
     slim["state"] = {} if isinstance(bundle.get("state"), dict) else None
     slim["events"] = [None if a.admitted else o for a, o in zip(report.admission, objs)]  # rejected ones, for reports
+    slim["_state_bytes"] = pack(canonical_bytes(report.state)) if report.state is not None else None
     return slim, report
 
 
@@ -419,7 +442,8 @@ def import_bundles(
                             bundle = parse_bundle(data, max_bytes)
                             report = check_bundle(bundle, node_ring(store, trusted), registry)
                         done.append((source, ingest_bundle(store, bundle, source=source, trusted=trusted,
-                                                           registry=registry, now=now(), report=report)))
+                                                           registry=registry, now=now(), report=report,
+                                                           state_bytes=bundle.pop("_state_bytes", None))))
                         events += len(report.admission)
                     except (OSError, IngestError) as exc:
                         done.append((source, exc))

@@ -260,16 +260,178 @@ async def bench_propagation(args: argparse.Namespace, tmp: Path) -> dict[str, An
             "pass": max(hops.values()) <= bound}
 
 
+def wrk(url: str, seconds: int, conns: int = 64) -> dict[str, float]:
+    """requests/s and latency percentiles from wrk (keep-alive clients)."""
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", url],
+                         capture_output=True, text=True, timeout=seconds + 30).stdout
+
+    def ms(text: str) -> float:
+        v = float(text[:-2] if text.endswith("ms") else text[:-1] if text.endswith("s") and not text.endswith("us")
+                  else text[:-2])
+        return v * (1 if text.endswith("ms") else 1000 if not text.endswith("us") else 0.001)
+
+    res = {"rps": float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            res["p" + parts[0][:-1] + "_ms"] = round(ms(parts[1]), 3)
+    return res
+
+
+NGINX_CONF = """worker_processes auto; daemon off; pid {root}/nginx.pid; error_log {root}/error.log;
+events {{ worker_connections 1024; }}
+http {{ access_log off; default_type application/json; keepalive_requests 100000;
+  server {{ listen 127.0.0.1:{port}; root {root}/www; }} }}
+"""
+
+
+async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    import shutil
+
+    import httpx
+
+    if not (shutil.which("wrk") and shutil.which("nginx")):
+        return {"skipped": "needs wrk and nginx: apt-get install wrk nginx-light"}
+    subjects = make_subjects(args.events, args.subjects)
+    node_cfg = cfg(tmp, "serving")
+    fill(node_cfg, subjects)
+    proc, url = serve_in_process(tmp, node_cfg)
+    code = subjects[0][0].rsplit(":", 1)[-1]
+    paths = [f"/pith/{code}/bundle.json", f"/pith/{code}/state.json"]
+    nginx = None
+    try:
+        await wait_up(url)
+        www = tmp / "nginx" / "www"
+        async with httpx.AsyncClient() as client:
+            for p in paths:  # the same bytes, as static files
+                (www / p.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+                (www / p.lstrip("/")).write_bytes((await client.get(url + p)).content)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            nport = sock.getsockname()[1]
+        for d in (tmp, tmp / "nginx", *[q for q in www.rglob("*")], www):  # nginx workers drop root
+            d.chmod(0o755)
+        (tmp / "nginx" / "nginx.conf").write_text(NGINX_CONF.format(root=tmp / "nginx", port=nport))
+        nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx" / "nginx.conf"), "-p", str(tmp / "nginx")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        await wait_up_plain(f"http://127.0.0.1:{nport}{paths[1]}")
+        out: dict[str, Any] = {"bundle_bytes": (www / paths[0].lstrip("/")).stat().st_size}
+        for p in paths:
+            name = p.rsplit("/", 1)[1]
+            node = await trio.to_thread.run_sync(wrk, url + p, args.seconds)
+            ref = await trio.to_thread.run_sync(wrk, f"http://127.0.0.1:{nport}{p}", args.seconds)
+            out[name] = {"node": node, "nginx": ref, "ratio": round(node["rps"] / ref["rps"], 3),
+                         "pass": node["rps"] / ref["rps"] >= 0.25}
+        # readers while the node ingests at full speed (another process pushes fresh subjects)
+        pusher = subprocess.Popen([sys.executable, __file__, "push-load", url, "--seconds", str(args.seconds + 2)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            await trio.sleep(1)
+            loaded = await trio.to_thread.run_sync(wrk, url + paths[1], args.seconds)
+        finally:
+            pusher.wait(timeout=args.seconds + 60)
+        idle = out["state.json"]["node"]
+        out["state.json_while_ingesting"] = {**loaded, "slowdown_p50": round(loaded["p50_ms"] / idle["p50_ms"], 2),
+                                             "slowdown_p99": round(loaded["p99_ms"] / idle["p99_ms"], 2),
+                                             "pass": loaded["p99_ms"] <= 2 * idle["p99_ms"]}
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(timeout=15)
+
+
+async def wait_up_plain(url: str) -> None:
+    import httpx
+
+    with trio.fail_after(20):
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    if (await client.get(url)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.05)
+
+
+def push_load(url: str, seconds: float) -> None:
+    """Push fresh synthetic subjects to a node as fast as it takes them."""
+    import httpx
+
+    keys = [REG.entry(), *(m.entry() for m in MIRRORS)]
+    deadline = time.monotonic() + seconds
+    n = 0
+    with httpx.Client(timeout=30) as client:
+        while time.monotonic() < deadline:
+            evs = [e for i in range(10) for e in synthetic_subject(REG, 900_000 + n * 10 + i, 40, MIRRORS)[1]]
+            n += 1
+            body = peer.encode({"v": 1, "events": [json.dumps(e).encode() for e in evs], "keys": keys})
+            client.post(f"{url}/peer/v1/push", content=body)
+
+
+async def bench_footprint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Store size against the events' canonical bytes; restart-to-serving time;
+    RSS while serving and syncing; per-request cost as the store grows."""
+    import httpx
+
+    subjects = make_subjects(args.events, args.subjects)
+    canonical = sum(len(json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+                    for _, evs in subjects for e in evs)
+    node_cfg = cfg(tmp, "big")
+    t = time.perf_counter()
+    fill(node_cfg, subjects)
+    import_s = time.perf_counter() - t
+    db = node_cfg.db_path
+    size = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob(db.name + "-*"))
+    proc, url = serve_in_process(tmp, node_cfg)
+    try:
+        t = time.perf_counter()
+        await wait_up(url)
+        restart_s = time.perf_counter() - t
+        code = subjects[len(subjects) // 2][0].rsplit(":", 1)[-1]
+        async with httpx.AsyncClient() as client:
+            t = time.perf_counter()
+            for _ in range(200):
+                (await client.get(f"{url}/pith/{code}/state.json")).raise_for_status()
+            state_ms = (time.perf_counter() - t) / 200 * 1000
+            # syncing: a peer with nothing asks for everything once (reconcile + serve every event)
+        async with trio.open_nursery() as nursery:
+            peer_node = await nursery.start(run_node, cfg(tmp, "peer"))
+            t = time.perf_counter()
+            await peer_node.peers.sync_with(url)
+            sync_s = time.perf_counter() - t
+            peer_node.shutdown.set()
+        rss_kb = int(next(line.split()[1] for line in open(f"/proc/{proc.pid}/status") if line.startswith("VmHWM")))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+    n = sum(len(evs) for _, evs in subjects)
+    return {"events": n, "subjects": len(subjects), "import_s": round(import_s, 1),
+            "store_bytes": size, "canonical_bytes": canonical, "store_ratio": round(size / canonical, 3),
+            "restart_to_serving_s": round(restart_s, 2), "state_request_ms": round(state_ms, 3),
+            "full_sync_to_empty_peer_s": round(sync_s, 1), "serving_node_peak_rss_mb": round(rss_kb / 1024, 1),
+            "pass_store": size / canonical <= 1.3, "pass_restart": restart_s <= 3,
+            "pass_rss": rss_kb / 1024 <= 250}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("which", choices=["ingest", "reconcile", "propagation"])
+    if len(sys.argv) > 1 and sys.argv[1] == "push-load":  # helper process for `serving`
+        push_load(sys.argv[2], float(sys.argv[4]))
+        return 0
+    ap.add_argument("which", choices=["ingest", "reconcile", "propagation", "serving", "footprint"])
+    ap.add_argument("--seconds", type=int, default=5, help="wrk duration per measurement (serving)")
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--subjects", type=int, default=2_000)
     ap.add_argument("--missing", type=int, default=100)
     ap.add_argument("--nodes", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    fn = {"ingest": bench_ingest, "reconcile": bench_reconcile, "propagation": bench_propagation}[args.which]
+    fn = {"ingest": bench_ingest, "reconcile": bench_reconcile, "propagation": bench_propagation,
+          "serving": bench_serving, "footprint": bench_footprint}[args.which]
     with tempfile.TemporaryDirectory(prefix="pithnode-bench-") as tmp:
         out = trio.run(fn, args, Path(tmp))
     print(json.dumps({args.which: out}, indent=None if not args.json else 2))

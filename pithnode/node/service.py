@@ -30,7 +30,9 @@ from ..config import Config
 from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
 from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
-from ..ingest import IngestError, IngestResult, Quotas, admit_raw, ingest_bundle, ingest_events, node_ring
+from ..ingest import (
+    IngestError, IngestResult, Quotas, admit_raw, die_with_parent, ingest_bundle, ingest_events, node_ring,
+)
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import LookupError_, own_bundle
@@ -47,7 +49,8 @@ def admission_pool() -> ProcessPoolExecutor | None:
     started by a fork server so no worker inherits the event loop's threads."""
     global _POOL
     if _POOL is None and (os.cpu_count() or 1) > 1:
-        _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"))
+        _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
+                                    initializer=die_with_parent)
     return _POOL
 
 
