@@ -2,7 +2,8 @@
 events drawn by `strategies`: the state ignores arrival order, duplicates and
 `signed_at`; its `state_sha256` is always the hash of the rest; every changed
 signed byte is caught at admission; equivocations are exactly the slots held
-twice; garbage is rejected, never raised on."""
+twice; garbage is rejected, never raised on; admission keeps exactly CJ(event);
+the piecewise hash of a large state is the canonical hash."""
 
 from __future__ import annotations
 
