@@ -41,7 +41,7 @@ MAX_EVENTS = 2_000  # per push or events answer
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 12
-APPLY_BATCH = 20_000  # fetched events applied per commit
+APPLY_BATCH = 50_000  # fetched events applied per commit (each subject merged once per batch)
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
 
@@ -210,19 +210,22 @@ class PeerService:
         have, need = rec.have, rec.need
         fetched = 0
         needed = sorted(need)
-        pending: list[bytes] = []
-        pending_keys: dict[str, Any] = {}
+        # Admission of each answer starts in the worker processes at once while
+        # the next is fetched; everything is applied in one commit per batch.
+        started: list[Any] = []
+        started_n = 0
+        all_keys: dict[str, Any] = {}
         for i in range(0, len(needed), MAX_EVENTS):
             answer = await self.post(url, "events", {"ids": needed[i : i + MAX_EVENTS]})
             raw, keys = parse_events(answer)
-            pending += raw
-            pending_keys.update((str(k.get("fingerprint_sha256_hex")), k) for k in keys)
-            # apply in batches: one commit, and each subject merged once per batch
-            if len(pending) >= APPLY_BATCH or i + MAX_EVENTS >= len(needed):
-                results, _unreadable = await self.node.ingest_raw(pending, list(pending_keys.values()),
-                                                                  source=f"peer {url}", origin_peer=url)
+            all_keys.update((str(k.get("fingerprint_sha256_hex")), k) for k in keys)
+            started += self.node.start_admission(raw, keys)
+            started_n += len(raw)
+            if started_n >= APPLY_BATCH or i + MAX_EVENTS >= len(needed):
+                results, _unreadable = await self.node.apply_admitted(started, list(all_keys.values()),
+                                                                      source=f"peer {url}", origin_peer=url)
                 fetched += sum(len(r.new_event_ids) for r in results)
-                pending = []
+                started, started_n = [], 0
         pushed = await self.push_to(url, sorted(have))
         return fetched, pushed
 

@@ -20,7 +20,7 @@ import json
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ log = logging.getLogger("pithnode.node")
 
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
 _POOL: ProcessPoolExecutor | None = None
+_THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
 
 
 def admission_pool() -> ProcessPoolExecutor | None:
@@ -166,30 +167,31 @@ class Node:
         await self._after(result, origin=origin_peer)
         return result
 
-    async def ingest_raw(self, raw: list[bytes], keys: list[Any], *, source: str | None,
-                         origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
-        """Events as their JSON bytes (a gossip message), for whatever subjects
-        they name: parsed and admitted in worker processes (both cores; the
-        event loop stays free), then one commit, each subject merged once.
-        Returns the results and how many inputs named no subject."""
+    def start_admission(self, raw: list[bytes], keys: list[Any]) -> list[Future[Any]]:
+        """Start parsing and admitting events (their JSON bytes) in the worker
+        processes, without waiting: a caller can fetch more meanwhile."""
         entries = self.ring().merged(KeyRing.from_entries(keys)).entries()
         pool = admission_pool() if len(raw) >= POOL_MIN_BATCH else None
-        if pool is not None:  # chunks over every worker
-            step = max(POOL_MIN_BATCH, len(raw) // (2 * (os.cpu_count() or 1)) + 1)
-            futs = [pool.submit(admit_raw, raw[i : i + step], entries, MAX_EVENT_BYTES)
-                    for i in range(0, len(raw), step)]
-            checked = [x for fut in futs for x in await trio.to_thread.run_sync(fut.result)]
-        else:
-            checked = await trio.to_thread.run_sync(admit_raw, raw, entries, MAX_EVENT_BYTES)
+        if pool is None:
+            return [_THREAD_POOL.submit(admit_raw, raw, entries, MAX_EVENT_BYTES)]
+        step = max(POOL_MIN_BATCH, len(raw) // (2 * (os.cpu_count() or 1)) + 1)  # chunks over every worker
+        return [pool.submit(admit_raw, raw[i : i + step], entries, MAX_EVENT_BYTES) for i in range(0, len(raw), step)]
+
+    async def apply_admitted(self, futures: list[Future[Any]], keys: list[Any], *, source: str | None,
+                             origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
+        """Wait for admissions started by `start_admission`, then one commit for
+        all of them, each subject merged once. Returns the results and how many
+        inputs named no subject."""
         by_subject: dict[str, tuple[list[Any], list[Any]]] = {}
         unreadable = 0
-        for subject, adm, light in checked:
-            if subject is None:
-                unreadable += 1
-                continue
-            objs, adms = by_subject.setdefault(subject, ([], []))
-            objs.append(light)
-            adms.append(adm)
+        for fut in futures:
+            for subject, adm, light in await trio.to_thread.run_sync(fut.result):
+                if subject is None:
+                    unreadable += 1
+                    continue
+                objs, adms = by_subject.setdefault(subject, ([], []))
+                objs.append(light)
+                adms.append(adm)
         self._check_capacity()
         trusted = self.trusted.merged(self.identity.ring())
         now = self.now()
@@ -200,6 +202,14 @@ class Node:
         for result in results:
             await self._after(result, origin=origin_peer)
         return results, unreadable
+
+    async def ingest_raw(self, raw: list[bytes], keys: list[Any], *, source: str | None,
+                         origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
+        """Events as their JSON bytes (a gossip message), for whatever subjects
+        they name: parsed and admitted in worker processes (both cores; the
+        event loop stays free), then one commit, each subject merged once."""
+        return await self.apply_admitted(self.start_admission(raw, keys), keys, source=source,
+                                         origin_peer=origin_peer)
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
