@@ -42,6 +42,7 @@ MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 12
 APPLY_BATCH = 50_000  # fetched events applied per commit (each subject merged once per batch)
+SET_MAX_AGE = 2.0  # seconds a reconciliation set may lag the store on a busy node
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
 
@@ -105,7 +106,7 @@ class PeerService:
         self.peers: dict[str, PeerState] = {}
         self.client = client
         self.timeout = timeout
-        self._set: tuple[int, ReconcileSet] | None = None
+        self._set: tuple[int, float, ReconcileSet] | None = None  # (generation, built at, set)
         self.wire = {"requests": 0, "bytes_out": 0, "bytes_in": 0}  # what this node's client sent and got
         self._rng = random.Random()
 
@@ -120,10 +121,14 @@ class PeerService:
             log.info("peer added: %s", url)
 
     def reconcile_set(self) -> ReconcileSet:
-        keys = self.node.event_keys()
-        if self._set is None or self._set[0] != id(keys):
-            self._set = (id(keys), ReconcileSet(keys))
-        return self._set[1]
+        """Our events as a reconciliation set, rebuilt from the store when it
+        changed, at most every SET_MAX_AGE seconds on a busy node: a slightly
+        stale set only defers a difference to the next round (pushes carry new
+        events at once anyway)."""
+        now = trio.current_time()
+        if self._set is None or (self._set[0] != self.node.generation and now - self._set[1] >= SET_MAX_AGE):
+            self._set = (self.node.generation, now, ReconcileSet(self.node.store.event_keys(), presorted=True))
+        return self._set[2]
 
     # -- server side ---------------------------------------------------------------
 

@@ -102,7 +102,7 @@ class Node:
         self._cache: dict[tuple[str, str], Cached] = {}
         self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
         self.changed = trio.Event()  # set (and replaced) whenever the store changed
-        self._event_keys: list[tuple[str, str]] | None = None
+        self.generation = 0  # bumped by every change to the store
         self.metrics.refresh_store(self.store)
 
     def close(self) -> None:
@@ -112,12 +112,6 @@ class Node:
 
     def ring(self) -> KeyRing:
         return node_ring(self.store, self.trusted).merged(self.identity.ring())
-
-    def event_keys(self) -> list[tuple[str, str]]:
-        """(created_at, event_id) of all held events, canonical order; cached until the next write."""
-        if self._event_keys is None:
-            self._event_keys = self.store.event_keys()
-        return self._event_keys
 
     def cached(self, pith_number: str, kind: str, build: Callable[[], bytes], content_type: str = "application/json") -> Cached:
         key = (pith_number, kind)
@@ -139,7 +133,7 @@ class Node:
     def _touched(self, pith_numbers: list[str]) -> None:
         for key in [k for k in self._cache if k[0] in pith_numbers or k[0] == "*"]:
             del self._cache[key]
-        self._event_keys = None
+        self.generation += 1
         self.changed.set()
         self.changed = trio.Event()
 
