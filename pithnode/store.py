@@ -406,14 +406,16 @@ class Store:
 
     # -- events --------------------------------------------------------------------
 
-    def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+    def _where_ids(self, select: str, event_ids: Iterable[str]) -> Iterator[tuple[Any, ...]]:
+        """Rows of `select ... WHERE e.event_id IN (...)` for many ids, 500 at a time
+        (SQLite caps the number of parameters of one statement)."""
         ids = list(event_ids)
-        known: set[str] = set()
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
-            q = "SELECT event_id FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
-            known.update(r[0] for r in self.db.execute(q, chunk))
-        return known
+            yield from self.db.execute(f"{select} WHERE e.event_id IN ({','.join('?' * len(chunk))})", chunk)
+
+    def known_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        return {r[0] for r in self._where_ids("SELECT e.event_id FROM events e", event_ids)}
 
     def add_events(self, subject_id: int, events: Iterable[NewEvent], source: str | None, at: str) -> list[str]:
         """Insert events not yet held; return the ids that were new. First copy wins."""
@@ -440,26 +442,13 @@ class Store:
 
     def events_by_id(self, event_ids: Iterable[str]) -> list[tuple[str, bytes]]:
         """(pith_number, body) of each held event among `event_ids`."""
-        ids = list(event_ids)
-        out: list[tuple[str, bytes]] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = (
-                "SELECT s.pith_number, e.body FROM events e JOIN subjects s ON s.id=e.subject_id "
-                "WHERE e.event_id IN (%s)" % ",".join("?" * len(chunk))
-            )
-            out.extend((r[0], _unpack(r[1])) for r in self.db.execute(q, chunk))
-        return out
+        rows = self._where_ids("SELECT s.pith_number, e.body FROM events e JOIN subjects s ON s.id=e.subject_id",
+                               event_ids)
+        return [(pn, _unpack(body)) for pn, body in rows]
 
     def signers_of(self, event_ids: Iterable[str]) -> set[str]:
         """Fingerprints of the keys that signed the held events among `event_ids`."""
-        ids = list(event_ids)
-        out: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = "SELECT DISTINCT signer_fp FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
-            out.update(r[0] for r in self.db.execute(q, chunk))
-        return out
+        return {r[0] for r in self._where_ids("SELECT e.signer_fp FROM events e", event_ids)}
 
     def signer_counts(self, subject_id: int) -> dict[str, int]:
         """Events held per signer fingerprint for a subject."""
@@ -473,13 +462,7 @@ class Store:
 
     def event_sources(self, event_ids: Iterable[str]) -> dict[str, str | None]:
         """Where each held event among `event_ids` was first received from."""
-        ids = list(event_ids)
-        out: dict[str, str | None] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = "SELECT event_id, source FROM events WHERE event_id IN (%s)" % ",".join("?" * len(chunk))
-            out.update(self.db.execute(q, chunk))
-        return out
+        return dict(self._where_ids("SELECT e.event_id, e.source FROM events e", event_ids))  # type: ignore[arg-type]
 
     def event_ids_from_source(self, subject_id: int, source: str) -> set[str]:
         """Ids of a subject's events first received from `source`."""
