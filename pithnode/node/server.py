@@ -8,6 +8,7 @@ to admission: there is no admin action over HTTP.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -97,6 +98,12 @@ class RateLimiter:
         return True
 
 
+def _json_or_404(doc: Any, why: str) -> bytes:
+    if doc is None:
+        raise HttpError(404, why)
+    return _json(doc)
+
+
 class App:
     """ASGI application over one Node."""
 
@@ -181,10 +188,7 @@ class App:
                 return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, subject, node.ring())))
             build = (lambda: record_json(store, subject, node.public_url)) if route == "record" \
                 else (lambda: graph_doc(store, subject))
-            doc = build()
-            if doc is None:
-                raise HttpError(404, f"{pn} has no record_created event yet")
-            return node.cached(pn, route, lambda: _json(doc))
+            return node.cached(pn, route, lambda: _json_or_404(build(), f"{pn} has no record_created event yet"))
         if route == "resolve":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             arxiv = arxiv_id_of((query.get("arxiv") or [""])[0])
@@ -194,10 +198,8 @@ class App:
             if len(found) != 1:
                 raise HttpError(404, f"arXiv {arxiv} is not held by this node" if not found else "ambiguous")
             subject = store.subject(found[0])
-            doc = record_json(store, subject, node.public_url) if subject else None
-            if doc is None:
-                raise HttpError(404, f"arXiv {arxiv} is not held by this node")
-            return node.cached(found[0], "record", lambda: _json(doc))
+            return node.cached(found[0], "record", lambda: _json_or_404(
+                record_json(store, subject, node.public_url) if subject else None, f"arXiv {arxiv} is not held"))
         if route == "signing_key":
             return node.cached("*", "key", lambda: _json({**node.identity.ring().entries()[0],
                                                           "signer": node.identity.signer}))
@@ -209,12 +211,18 @@ class App:
                 page = max(1, int((query.get("page") or ["1"])[0]))
             except ValueError:
                 raise HttpError(400, "page must be a positive integer") from None
-            reports = equivocation_reports(store, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
-            more = len(reports) > PAGE_SIZE
-            doc = {"node": node.public_url, "page": page, "per_page": PAGE_SIZE,
-                   "next": f"{node.public_url}/equivocations.json?page={page + 1}" if more else None,
-                   "equivocations": reports[:PAGE_SIZE]}
-            return node.cached("*", f"equivocations-{page}", lambda: _json(doc))
+
+            def page_doc() -> bytes:
+                reports = equivocation_reports(store, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+                more = len(reports) > PAGE_SIZE
+                return _json({"node": node.public_url, "page": page, "per_page": PAGE_SIZE,
+                              "next": f"{node.public_url}/equivocations.json?page={page + 1}" if more else None,
+                              "equivocations": reports[:PAGE_SIZE]})
+
+            if page > 1:  # only the first page is cached: a client cannot grow the cache by paging
+                body = page_doc()
+                return Cached(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+            return node.cached("*", "equivocations", page_doc)
         if route == "metrics":
             node.metrics.peers_up.set(sum(1 for p in self.peer.peers.values() if p.healthy))
             return 200, [(b"content-type", b"text/plain; version=0.0.4")], node.metrics.exposition()
