@@ -146,3 +146,19 @@ def test_import_reports_rejections_and_bad_files(tmp_path: Path):
     assert res["imported"][0]["rejected"][0]["reason"] == "malformed" and res["imported"][1]["ok"] is False
     rej = json.loads(run_cli("rejections", "--json", config_path=cfg).stdout)["rejections"]
     assert rej[0]["reason"] == "malformed" and rej[0]["source"].startswith("file:")
+
+
+def test_doctor_says_what_to_fix(tmp_path: Path):
+    cfg = write_config(tmp_path)
+    bundle = tmp_path / "b.json"
+    bundle.write_bytes(REAL_BUNDLE.read_bytes())
+    assert run_cli("import", str(bundle), "--no-progress", config_path=cfg).returncode == 0
+    assert run_cli("export", "EL6A4QOTPLYS3LFEIZGOL5QVTM", "-o", str(tmp_path / "out.json"), config_path=cfg).returncode == 0
+    ok = run_cli("doctor", "--offline", "--deep", "--json", config_path=cfg)
+    report = json.loads(ok.stdout)
+    assert ok.returncode == 0 and report["ok"], report
+    assert any("every state equals a fresh merge" in c["detail"] for c in report["checks"])
+    key = tmp_path / "data" / "node.key"
+    os.chmod(key, 0o644)
+    bad = run_cli("doctor", "--offline", config_path=cfg)
+    assert bad.returncode == 1 and f"chmod 600 {key}" in bad.stdout
