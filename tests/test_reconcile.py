@@ -112,3 +112,18 @@ def test_timestamp_seconds_matches_the_calendar():
 
     for ts in ("1970-01-01T00:00:00Z", "2026-02-28T23:59:59Z", "2024-02-29T12:00:00Z", "2100-03-01T00:00:01Z"):
         assert timestamp_seconds(ts) == timegm(strptime(ts, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_a_far_behind_initiator_gets_everything_in_bounded_replies():
+    big = ReconcileSet([item(i, i % 5000) for i in range(120_000)])
+    rec = Reconciler(ReconcileSet([]))
+    msg, rounds, largest = rec.initiate(), 0, 0
+    while msg is not None and rounds < 50:
+        rounds += 1
+        reply = Reconciler(big).respond(msg)
+        if reply is None:
+            break
+        largest = max(largest, len(reply))
+        msg = rec.reconcile(reply)
+    assert len(rec.need) == 120_000
+    assert largest <= reconcile.MAX_REPLY_IDS * 32 + 200_000  # never near the 4 MiB message cap

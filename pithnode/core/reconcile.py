@@ -288,6 +288,12 @@ class Reconciler:
         budget = MAX_REPLY_IDS
         lo = 0
         for r in decode(msg):
+            if budget <= 0 or len(out) >= MAX_RANGES - BRANCH:
+                # This reply is full: the rest of the set goes back as one
+                # fingerprint, taken up again next round. A reply stays a few
+                # MB however far apart the sets are (a new node, a million events).
+                out.append(Range(_INF, FINGERPRINT, fingerprint=self.set.fingerprint(lo, len(self.set))))
+                break
             hi = self.set.index(r.upper)
             if r.mode == FINGERPRINT:
                 if self.set.fingerprint(lo, hi) == r.fingerprint:
@@ -301,6 +307,7 @@ class Reconciler:
                 mine = self.set.ids(lo, hi)
                 if len(mine) > budget:  # too many to list in this reply: split, list them next round
                     out.extend(self._split(lo, hi, r.upper))
+                    budget = 0 if budget < MAX_REPLY_IDS else budget  # split once, then close the reply
                 else:
                     prefixes = {i[:PREFIX_BYTES] for i in mine}
                     missing = [i for i in mine if i[:PREFIX_BYTES] not in theirs]
