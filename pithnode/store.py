@@ -23,7 +23,7 @@ import apsw
 
 from .core.keys import KeyRing
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -143,6 +143,10 @@ MIGRATIONS: list[str] = [
     # 3: per-signer lookups (quotas, the node's own chains) without a scan of the subject.
     """
     CREATE INDEX events_by_signer ON events(subject_id, signer_fp);
+    """,
+    # 4: discovery reads mirror_hint events without scanning every event (or state).
+    """
+    CREATE INDEX events_by_type ON events(event_type);
     """,
 ]
 
@@ -354,9 +358,10 @@ class Store:
         ).fetchone()
         return _subject(row) if row else None
 
-    def subjects(self, *, followed_only: bool = False) -> list[Subject]:
+    def subjects(self, *, followed_only: bool = False, limit: int = -1) -> list[Subject]:
         where = "WHERE followed" if followed_only else ""
-        return [_subject(r) for r in self.db.execute(f"SELECT {_SUBJECT_COLS} FROM subjects {where} ORDER BY code")]
+        return [_subject(r) for r in self.db.execute(
+            f"SELECT {_SUBJECT_COLS} FROM subjects {where} ORDER BY code LIMIT ?", (limit,))]
 
     def codes_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         return [
@@ -431,6 +436,11 @@ class Store:
                 new.append(ev.event_id)
         return new
 
+    def event_bodies_of_type(self, event_type: str, limit: int = 10_000) -> list[bytes]:
+        """Bodies of held events of one type, newest first (all subjects)."""
+        return [_unpack(r[0]) for r in self.db.execute(
+            "SELECT body FROM events WHERE event_type=? ORDER BY seq DESC LIMIT ?", (event_type, limit))]
+
     def event_bodies(self, subject_id: int) -> list[bytes]:
         """Stored event bodies of a subject, in canonical order."""
         return [
@@ -475,7 +485,7 @@ class Store:
         return self.db.execute("SELECT created_at, event_id FROM events ORDER BY created_at, event_id")
 
     def subject_count(self) -> int:
-        return self.db.execute("SELECT count(*) FROM subjects").fetchone()[0]
+        return self.db.execute("SELECT coalesce(max(id), 0) FROM subjects").fetchone()[0]  # never deleted
 
     def event_count(self) -> int:
         # Events are never deleted and `seq` counts from 1, so this is the count

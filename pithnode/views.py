@@ -66,6 +66,19 @@ def state_of(store: Store, subject: Subject) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
+_BUNDLE_URL = re.compile(r"(https?://[^/]+(?:/.*?)?)/(?:\.well-known/)?pith/[A-Z2-7]{26}/bundle\.json$")
+
+
+def _source_bases(store: Store, subject: str | None = None) -> list[str]:
+    """Base URLs of the bundle sources that answered (for one record, or all)."""
+    out = []
+    for src in store.sources(subject):
+        m = _BUNDLE_URL.match(src["url"])
+        if m and src["last_success"]:
+            out.append(m.group(1))
+    return list(dict.fromkeys(out))
+
+
 def known_mirror_hints(store: Store, subject: Subject, own_base_url: str | None) -> list[dict[str, Any]]:
     """mirror_hints for our bundle: the sources we fetched it from, mirror_hint
     events in the state, and ourselves."""
@@ -74,10 +87,8 @@ def known_mirror_hints(store: Store, subject: Subject, own_base_url: str | None)
     for ev in state["current"]["mirror_hints"]:
         p = ev["payload"]
         hints.setdefault(p["base_url"].rstrip("/"), mirror_hint_entry(p.get("name") or p["base_url"], p["base_url"], subject.code))
-    for src in store.sources(subject.pith_number):
-        m = re.match(r"(https?://[^/]+(?:/.*?)?)/(?:\.well-known/)?pith/[A-Z2-7]{26}/bundle\.json$", src["url"])
-        if m and src["last_success"]:
-            hints.setdefault(m.group(1), mirror_hint_entry(m.group(1), m.group(1), subject.code))
+    for base in _source_bases(store, subject.pith_number):
+        hints.setdefault(base, mirror_hint_entry(base, base, subject.code))
     if own_base_url:
         hints[own_base_url.rstrip("/")] = mirror_hint_entry("pithnode", own_base_url, subject.code, status="self")
     return [hints[k] for k in sorted(hints)]
@@ -185,11 +196,17 @@ def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, gener
     own = identity.ring().entries()[0]
     mirrors = [entry("pithnode", public_url.rstrip("/"), "self", {**own, "url": f"{public_url.rstrip('/')}/pith-signing-key.json"})]
     seen = {public_url.rstrip("/")}
-    for s in store.subjects():
-        for h in known_mirror_hints(store, s, None):
-            if h["base_url"] not in seen:
-                seen.add(h["base_url"])
-                mirrors.append(entry(h["name"], h["base_url"], h["status"]))
+    # from what we hold, read through indexes (no record's state is parsed):
+    # sources that answered, then mirror_hint events
+    learned = [(base, base, "mirror") for base in _source_bases(store)]
+    for body in store.event_bodies_of_type("mirror_hint"):
+        p = json.loads(body).get("payload")
+        if isinstance(p, dict) and isinstance(p.get("base_url"), str) and p["base_url"].startswith(("http://", "https://")):
+            learned.append((p["base_url"].rstrip("/"), str(p.get("name") or p["base_url"]), "mirror"))
+    for base, name, status in learned:
+        if base not in seen:
+            seen.add(base)
+            mirrors.append(entry(name, base, status))
     return {"manifest_type": "pith_mirror_manifest", "manifest_version": "1.0", "generated_at": generated_at,
             "merge_version": MERGE_VERSION, "mirrors": mirrors,
             "notes": "Current state is computed by deterministic merge, not by trusting this manifest."}

@@ -6,6 +6,7 @@ the node honest against the registry and plain mirrors that do not gossip.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import re
@@ -19,7 +20,7 @@ from ..ingest import IngestError, parse_bundle
 from ..net.fetch import FetchError, Fetcher
 from ..store import StoreError, Subject
 from ..sync import ResolveError, resolve
-from ..views import known_mirror_hints, state_of
+from ..views import known_mirror_hints
 from .service import Node
 
 log = logging.getLogger("pithnode.poll")
@@ -147,12 +148,12 @@ class Poller:
 
 
 def mirror_base_urls(node: Node) -> list[str]:
-    """Base URLs named by mirror_hint events of the records we hold (for discovery)."""
+    """Base URLs named by the mirror_hint events we hold (for discovery): read
+    through an index, not by parsing every record's state."""
     out = []
-    for subject in node.store.subjects():
-        state = state_of(node.store, subject) or {"current": {"mirror_hints": []}}
-        for ev in state["current"]["mirror_hints"]:
-            base = ev["payload"].get("base_url")
-            if isinstance(base, str) and re.match(r"https?://", base):
-                out.append(base.rstrip("/"))
+    for body in node.store.event_bodies_of_type("mirror_hint"):
+        payload = json.loads(body).get("payload")
+        base = payload.get("base_url") if isinstance(payload, dict) else None
+        if isinstance(base, str) and re.match(r"https?://", base):
+            out.append(base.rstrip("/"))
     return list(dict.fromkeys(out))

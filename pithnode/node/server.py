@@ -267,7 +267,7 @@ def status_page(node: Node, peers: peer.PeerService) -> bytes:
         f"<tr><td><a href='/pith/{s.code}/state.json'>{e(s.pith_number)}</a></td><td>{e(s.title or '')}</td>"
         f"<td>{s.event_count}</td><td>{s.equivocation_count}</td><td>{s.invalid_event_count}</td>"
         f"<td><code>{e((s.state_sha256 or '')[:16])}</code></td></tr>"
-        for s in store.subjects()[:500]
+        for s in store.subjects(limit=500)
     )
     prow = "".join(
         f"<tr><td>{e(url)}</td><td>{'up' if p.healthy else 'down'}</td><td>{e(p.last_ok or '-')}</td>"
