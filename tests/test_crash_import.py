@@ -3,7 +3,6 @@ store is intact, no bundle is half applied, every state is a fresh merge."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal

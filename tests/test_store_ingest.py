@@ -190,7 +190,7 @@ def test_failed_transaction_leaves_nothing(env):
     pn, events = synthetic_subject(REG, 6, 5, MIRRORS)
     with pytest.raises(RuntimeError):
         with store.transaction():
-            sid = store.ensure_subject(pn)
+            store.ensure_subject(pn)
             raise RuntimeError("crash mid-batch")
     assert store.subject(pn) is None
     with pytest.raises(RuntimeError, match="inside transaction"):

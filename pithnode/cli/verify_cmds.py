@@ -18,7 +18,7 @@ from ..core import (
     state_hash,
 )
 from ..core.conformance import run_vector
-from . import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, UsageError, config_from, print_json
+from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, print_json
 
 VERIFY_HELP = """\
 Check Pith documents offline: a bundle (/pith/<CODE>/bundle.json), a record
