@@ -71,7 +71,7 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() also accepts "²", which int() refuses
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -188,7 +188,7 @@ class HttpFetcher:
             raise FetchError(f"{url}: HTTP {resp.status_code}", url=url, status=resp.status_code,
                              retry_after=parse_retry_after(h.get("retry-after")))
         declared = h.get("content-length")
-        if declared and declared.isdigit() and int(declared) > cap:
+        if declared and declared.isascii() and declared.isdigit() and int(declared) > cap:
             raise _final(FetchError(f"{url}: body of {declared} bytes is over the cap of {cap}", url=url))
         chunks, size = [], 0
         async for chunk in resp.aiter_bytes():

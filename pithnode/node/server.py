@@ -243,7 +243,7 @@ def _client(scope: dict[str, Any]) -> str:
 async def _read_body(receive: Receive, scope: dict[str, Any], cap: int) -> bytes:
     """The request body, refused past `cap` bytes (hypercorn has no limit of its own)."""
     declared = _headers(scope).get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > cap):
         raise HttpError(413, f"body over the cap of {cap} bytes")
     chunks, size = [], 0
     while True:
