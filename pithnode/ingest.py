@@ -391,6 +391,7 @@ def _worker_check(data: bytes) -> tuple[dict[str, Any], BundleReport] | str:
     report = check_bundle(bundle, ring, registry)
     report.admission = [replace(a, body=None) for a in report.admission]  # bodies travel once, in report.bodies
     report.bodies = [pack(b) for b in report.bodies]  # deflated here, on a worker's core
+    report.events = [_light(e) for e in report.events]  # storing needs these fields; the bytes are in bodies
     objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
     slim = {k: bundle.get(k) for k in ("pith_number", "built_at", "public_keys")}
     slim["state"] = {} if isinstance(bundle.get("state"), dict) else None
