@@ -39,6 +39,7 @@ class Config:
     allow_private_addresses: bool = False
     # the long-lived node
     listen: str = "127.0.0.1:8780"
+    http_workers: int = 0  # front processes serving the public port (0: the node process serves it)
     public_url: str | None = None
     peers: tuple[str, ...] = ()
     follow: tuple[str, ...] = ()
@@ -131,6 +132,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         cfg = replace(Config(), **{k: _coerce(k, v) for k, v in values.items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"bad configuration value: {exc}") from exc
+    if not 0 <= cfg.http_workers <= 64:
+        raise ConfigError("http_workers must be between 0 and 64")
     if cfg.durability not in ("full", "normal"):
         raise ConfigError("durability must be 'full' or 'normal'")
     return cfg

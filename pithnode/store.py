@@ -352,6 +352,10 @@ class Store:
         self.db.execute("INSERT OR IGNORE INTO subjects(pith_number, code) VALUES (?,?)", (pith_number, code))
         return self.db.execute("SELECT id FROM subjects WHERE pith_number=?", (pith_number,)).fetchone()[0]
 
+    def data_version(self) -> int:
+        """Changes when another connection (another process) commits; not on our own commits."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def subject(self, pith_number_or_code: str) -> Subject | None:
         row = self.db.execute(
             f"SELECT {_SUBJECT_COLS} FROM subjects WHERE pith_number=?1 OR code=?1", (pith_number_or_code,)

@@ -149,7 +149,7 @@ def http_requests() -> st.SearchStrategy[dict[str, Any]]:
 
 
 class AppHarness:
-    """A real node's ASGI app over a real store, driven without sockets (fast)."""
+    """A real node's request handler over a real store, driven without sockets (fast)."""
 
     def __init__(self) -> None:
         from nodes import node_config
@@ -163,23 +163,19 @@ class AppHarness:
         trio.run(lambda: self.node.ingest_bundle(BUNDLE, source="fuzz"))
 
     def request(self, req: dict[str, Any]) -> int:
-        scope = {"type": "http", "method": req["method"], "path": req["path"], "query_string": req["query"],
-                 "headers": req["headers"], "client": ("127.0.0.1", 1)}
-        sent: list[dict[str, Any]] = []
-        body = [{"type": "http.request", "body": req["body"], "more_body": False}]
+        from pithnode.node.http import Request
 
-        async def receive() -> dict[str, Any]:
-            return body.pop() if body else {"type": "http.disconnect"}
+        headers: dict[str, str] = {}
+        for name, value in req["headers"]:
+            headers[name.decode("latin-1")] = value.decode("latin-1")
+        request = Request(req["method"], req["path"], req["query"], headers, req["body"], ("127.0.0.1", 1))
 
-        async def send(msg: dict[str, Any]) -> None:
-            sent.append(msg)
-
-        async def run() -> None:
+        async def run() -> int:
             with trio.fail_after(10):
-                await self.app(scope, receive, send)
+                status, _, _ = await self.app.handle(request)
+                return status
 
-        trio.run(run)
-        status = sent[0]["status"]
+        status = trio.run(run)
         assert status < 500 or status == 503, (req, status)
         return status
 

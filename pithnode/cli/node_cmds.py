@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
-        logging.getLogger("hypercorn.error").setLevel(logging.WARNING)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
     async def main() -> None:
         shutdown = trio.Event()

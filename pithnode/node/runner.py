@@ -9,6 +9,7 @@ and a restart resumes from the store.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from dataclasses import dataclass
 
 import trio
@@ -21,6 +22,8 @@ from ..store import StoreError
 from . import peer
 from .attest import attest_all
 from .poller import Poller, mirror_base_urls
+from .front import from_fronts, node_socket, run_fronts
+from .http import listener_urls, open_listeners
 from .server import App, serve_http
 from .service import Node
 
@@ -95,9 +98,18 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
             poller = Poller(node, fetcher)
             async with trio.open_nursery() as nursery:
                 # the server stops by itself (gracefully) once `shutdown` is set
-                binds = await nursery.start(serve_http, App(node, peers), cfg.listen, shutdown)
+                app = App(node, peers)
+                if cfg.http_workers:  # front processes serve the public port; we serve them
+                    public = await open_listeners(cfg.listen)
+                    binds = listener_urls(public)
+                    await nursery.start(partial(serve_http, app, f"unix:{node_socket(cfg)}", shutdown,
+                                                wrap=from_fronts))
+                else:
+                    binds = await nursery.start(serve_http, app, cfg.listen, shutdown)
                 if not cfg.public_url:
                     node.set_public_url(binds[0])
+                if cfg.http_workers:
+                    await nursery.start(run_fronts, cfg, public, node.public_url, shutdown)
                 running = Running(node, peers, poller, node.public_url, shutdown)
                 log.info("serving %s (key %s, %d events held)", node.public_url, node.identity.key_id,
                          node.store.event_count())

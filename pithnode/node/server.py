@@ -1,6 +1,6 @@
 """The node's HTTP server: every resolver URL of the spec from the store, the
 peer protocol, the mirror manifest, equivocation reports, metrics, health and
-a status page. A plain ASGI app served by hypercorn's trio worker.
+a status page, served by `http.py`.
 
 Read-only except for the peer protocol, whose messages only ever offer events
 to admission: there is no admin action over HTTP.
@@ -13,16 +13,14 @@ import html
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import trio
-from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve
 
 from ..core import canonical_bytes
-from ..store import StoreError
+from ..store import StoreError, Subject
 from ..views import (
     LookupError_,
     arxiv_id_of,
@@ -34,6 +32,7 @@ from ..views import (
     record_json,
 )
 from . import peer
+from .http import Handler, Limits, Request, Response, serve
 from .service import Cached, Node
 
 log = logging.getLogger("pithnode.http")
@@ -58,12 +57,10 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         ("peer", r"/peer/v1/(?P<kind>reconcile|events|push)"),
     ]
 ]
+HOT_ROUTES = frozenset({"bundle", "state", "record", "events", "graph"})
+MAX_HOT = 4096
 MAX_HEADER_BYTES = 16 * 1024
 PAGE_SIZE = 50
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-
 
 class HttpError(Exception):
     def __init__(self, status: int, message: str):
@@ -98,6 +95,16 @@ class RateLimiter:
         return True
 
 
+def _respond(doc: Cached, req: Request) -> Response:
+    headers = [(b"content-type", doc.content_type.encode()), (b"etag", doc.etag.encode()),
+               (b"vary", b"accept-encoding"), (b"cache-control", b"public, max-age=60")]
+    if (tags := req.headers.get("if-none-match")) and doc.etag in [t.strip() for t in tags.split(",")]:
+        return 304, headers, b""
+    if "gzip" in req.headers.get("accept-encoding", "") and len(doc.body) > 1024:
+        return 200, headers + [(b"content-encoding", b"gzip")], doc.gzipped()
+    return 200, headers, doc.body
+
+
 def _json_or_404(doc: Any, why: str) -> bytes:
     if doc is None:
         raise HttpError(404, why)
@@ -105,28 +112,26 @@ def _json_or_404(doc: Any, why: str) -> bytes:
 
 
 class App:
-    """ASGI application over one Node."""
+    """The request handler over one Node."""
 
     def __init__(self, node: Node, peer_service: peer.PeerService):
         self.node = node
         self.peer = peer_service
         self.limiter = RateLimiter(node.cfg.peer_rate_limit)
+        # path -> (store generation, route, document) of the records' documents served since the last change
+        self._hot: dict[str, tuple[int, str, Cached]] = {}
+        self._counters: dict[tuple[str, int], Any] = {}
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
+    async def handle(self, req: Request) -> Response:
         route = "unknown"
         try:
-            route, match = self._route(scope["path"])
-            status, headers, body = await self._dispatch(route, match, scope, receive)
+            hot = self._hot.get(req.path)
+            if hot is not None and hot[0] == self.node.current_generation() and req.method in ("GET", "HEAD"):
+                route = hot[1]
+                status, headers, body = _respond(hot[2], req)  # nothing changed: no routing, no query
+            else:
+                route, match = self._route(req.path)
+                status, headers, body = await self._dispatch(route, match, req)
         except HttpError as exc:
             status, headers, body = exc.status, [(b"content-type", b"application/json")], _json({"error": str(exc)})
         except LookupError_ as exc:
@@ -136,9 +141,11 @@ class App:
             log.error("store: %s", exc)
             status, headers, body = 503, [(b"content-type", b"application/json"), (b"retry-after", b"30")], \
                 _json({"error": str(exc)})
-        self.node.metrics.http.labels(route=route, status=str(status)).inc()
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""})
+        counter = self._counters.get((route, status))
+        if counter is None:
+            counter = self._counters[(route, status)] = self.node.metrics.http.labels(route=route, status=str(status))
+        counter.inc()
+        return status, headers, body
 
     def _route(self, path: str) -> tuple[str, re.Match[str]]:
         for name, pattern in ROUTES:
@@ -146,51 +153,51 @@ class App:
                 return name, m
         raise HttpError(404, f"no such resource: {path[:200]}")
 
-    async def _dispatch(self, route: str, m: re.Match[str], scope: dict[str, Any],
-                        receive: Receive) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        method = scope["method"]
+    async def _dispatch(self, route: str, m: re.Match[str], req: Request) -> Response:
+        method = req.method
         if route == "peer":
             if method != "POST":
                 raise HttpError(405, "peer messages are POSTed")
-            if not self.limiter.allow((scope.get("client") or ("?",))[0], trio.current_time()):
+            if not self.limiter.allow(req.client[0], trio.current_time()):
                 self.node.metrics.gossip.labels(kind=m.group("kind"), direction="in", outcome="rate_limited").inc()
                 return 429, [(b"retry-after", b"1"), (b"content-type", b"application/json")], \
                     _json({"error": "too many peer requests from this address"})
-            body = await _read_body(receive, scope, self.peer.max_message_bytes)
-            out = await self.peer.handle(m.group("kind"), body, _client(scope))
+            if len(req.body) > self.peer.max_message_bytes:
+                raise HttpError(413, f"body over the cap of {self.peer.max_message_bytes} bytes")
+            out = await self.peer.handle(m.group("kind"), req.body, f"{req.client[0]}:{req.client[1]}")
             return 200, [(b"content-type", peer.CONTENT_TYPE)], out
         if method not in ("GET", "HEAD"):
             raise HttpError(405, "read-only resource: use GET")
-        req = _headers(scope)
-        doc = self._document(route, m, scope)
+        generation = self.node.current_generation()
+        doc = self._document(route, m, req)
         if isinstance(doc, tuple):
             return doc
-        headers = [(b"content-type", doc.content_type.encode()), (b"etag", doc.etag.encode()),
-                   (b"vary", b"accept-encoding"), (b"cache-control", b"public, max-age=60")]
-        if doc.etag in [t.strip() for t in req.get("if-none-match", "").split(",")]:
-            return 304, headers, b""
-        if "gzip" in req.get("accept-encoding", "") and len(doc.body) > 1024:
-            return 200, headers + [(b"content-encoding", b"gzip")], doc.gzipped()
-        return 200, headers, doc.body
+        if route in HOT_ROUTES:
+            if len(self._hot) >= MAX_HOT:
+                self._hot.clear()
+            self._hot[req.path] = (generation, route, doc)
+        return _respond(doc, req)
 
-    def _document(self, route: str, m: re.Match[str], scope: dict[str, Any]) -> Cached | tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _document(self, route: str, m: re.Match[str], req: Request) -> Cached | Response:
         node, store = self.node, self.node.store
         if route in ("bundle", "state", "record", "events", "graph"):
             subject = store.subject(m.group("code"))
             if subject is None or subject.state_sha256 is None:
                 raise HttpError(404, f"record {m.group('code')} is not held by this node")
-            pn = subject.pith_number
+            pn, version = subject.pith_number, _version(subject)
             if route == "bundle":
-                return node.cached(pn, "bundle", lambda: node.bundle_bytes(pn))
+                return node.cached(pn, "bundle", lambda: node.bundle_bytes(pn), version=version)
             if route == "state":
-                return node.cached(pn, "state", lambda: store.state_bytes(pn) or b"")
+                return node.cached(pn, "state", lambda: store.state_bytes(pn) or b"", version=version)
             if route == "events":
-                return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, subject, node.ring())))
+                return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, subject, node.ring())),
+                                   version=version)
             build = (lambda: record_json(store, subject, node.public_url)) if route == "record" \
                 else (lambda: graph_doc(store, subject))
-            return node.cached(pn, route, lambda: _json_or_404(build(), f"{pn} has no record_created event yet"))
+            return node.cached(pn, route, lambda: _json_or_404(build(), f"{pn} has no record_created event yet"),
+                               version=version)
         if route == "resolve":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            query = parse_qs(req.query.decode("latin-1"))
             arxiv = arxiv_id_of((query.get("arxiv") or [""])[0])
             if arxiv is None:
                 raise HttpError(400, "resolve takes ?arxiv=<arXiv id>")
@@ -199,14 +206,15 @@ class App:
                 raise HttpError(404, f"arXiv {arxiv} is not held by this node" if not found else "ambiguous")
             subject = store.subject(found[0])
             return node.cached(found[0], "record", lambda: _json_or_404(
-                record_json(store, subject, node.public_url) if subject else None, f"arXiv {arxiv} is not held"))
+                record_json(store, subject, node.public_url) if subject else None, f"arXiv {arxiv} is not held"),
+                version=_version(subject) if subject else None)
         if route == "signing_key":
             return node.cached("*", "key", lambda: _json({**node.identity.ring().entries()[0],
                                                           "signer": node.identity.signer}))
         if route == "mirrors":
             return node.cached("*", "mirrors", lambda: _json(mirror_manifest(store, node.identity, node.public_url, node.now())))
         if route == "equivocations":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            query = parse_qs(req.query.decode("latin-1"))
             try:
                 page = max(1, int((query.get("page") or ["1"])[0]))
             except ValueError:
@@ -231,32 +239,9 @@ class App:
         return node.cached("*", "status", lambda: status_page(node, self.peer), "text/html; charset=utf-8")
 
 
-def _headers(scope: dict[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-
-
-def _client(scope: dict[str, Any]) -> str:
-    client = scope.get("client") or ("?", 0)
-    return f"{client[0]}:{client[1]}"
-
-
-async def _read_body(receive: Receive, scope: dict[str, Any], cap: int) -> bytes:
-    """The request body, refused past `cap` bytes (hypercorn has no limit of its own)."""
-    declared = _headers(scope).get("content-length")
-    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > cap):
-        raise HttpError(413, f"body over the cap of {cap} bytes")
-    chunks, size = [], 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise HttpError(400, "client went away")
-        chunk = msg.get("body", b"")
-        size += len(chunk)
-        if size > cap:
-            raise HttpError(413, f"body over the cap of {cap} bytes")
-        chunks.append(chunk)
-        if not msg.get("more_body"):
-            return b"".join(chunks)
+def _version(subject: Subject) -> tuple[str | None, int, str | None]:
+    """What a record's documents are built from, as far as the subjects row tells."""
+    return subject.state_sha256, subject.event_count, subject.updated_at
 
 
 def status_page(node: Node, peers: peer.PeerService) -> bytes:
@@ -295,19 +280,9 @@ def status_page(node: Node, peers: peer.PeerService) -> bytes:
     return page.encode()
 
 
-def hypercorn_config(listen: str) -> HyperConfig:
-    cfg = HyperConfig()
-    cfg.bind = [listen]
-    cfg.read_timeout = 30  # hypercorn's default is none: slowloris protection
-    cfg.keep_alive_timeout = 15
-    cfg.graceful_timeout = 3
-    cfg.h11_max_incomplete_size = MAX_HEADER_BYTES
-    cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("hypercorn.error")
-    return cfg
-
-
-async def serve_http(app: App, listen: str, shutdown: trio.Event, *,
+async def serve_http(app: App, listen: str | list[trio.SocketListener], shutdown: trio.Event, *,
+                     wrap: Callable[[Handler], Handler] | None = None,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until `shutdown` is set; reports the bound URLs once listening."""
-    await serve(app, hypercorn_config(listen), shutdown_trigger=shutdown.wait, task_status=task_status)  # type: ignore[arg-type]
+    limits = Limits(max_head_bytes=MAX_HEADER_BYTES, max_body_bytes=app.peer.max_message_bytes)
+    await serve(wrap(app.handle) if wrap else app.handle, listen, shutdown, limits, task_status=task_status)

@@ -14,11 +14,13 @@ queues the new events for its peers.
 from __future__ import annotations
 
 import gzip
+from collections import OrderedDict
 import multiprocessing
 import os
 import json
 import logging
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +42,8 @@ from .metrics import Metrics
 
 log = logging.getLogger("pithnode.node")
 
+FRESH_CHECK = 0.1
+CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
 _POOL: ProcessPoolExecutor | None = None
 _THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
@@ -62,6 +66,7 @@ class Cached:
     body: bytes
     etag: str
     content_type: str = "application/json"
+    version: Any = None  # what it was built from (a subject's state hash, the store's data version)
     _gz: bytes | None = None
 
     def gzipped(self) -> bytes:
@@ -88,21 +93,24 @@ class Outbox:
 
 
 class Node:
-    def __init__(self, cfg: Config, *, now: Callable[[], str] = utc_now):
+    def __init__(self, cfg: Config, *, now: Callable[[], str] = utc_now, readonly: bool = False):
+        """`readonly`: a front process's view (node/front.py): it serves, the node process writes."""
         self.cfg = cfg
         self.now = now
         self.public_url = (cfg.public_url or f"http://{cfg.listen}").rstrip("/")
-        self.store = Store(cfg.db_path, durability=cfg.durability)
+        self.store = Store(cfg.db_path, durability=cfg.durability, readonly=readonly)
         self.identity = NodeIdentity(load_or_create_key(cfg.key_path), self.public_url)
         self.trusted = cfg.trusted_ring()
         self.quotas = Quotas(cfg.max_signers_per_subject, cfg.max_events_per_signer)
         self.registry = cfg.registry
         self.metrics = Metrics()
         self.outbox = Outbox()
-        self._cache: dict[tuple[str, str], Cached] = {}
+        self._cache: OrderedDict[tuple[str, str], Cached] = OrderedDict()  # least recently used first
+        self._cache_bytes = 0
         self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
         self.changed = trio.Event()  # set (and replaced) whenever the store changed
         self.generation = 0  # bumped by every change to the store
+        self._data_version, self._next_check = self.store.data_version(), 0.0
         self.metrics.refresh_store(self.store)
 
     def close(self) -> None:
@@ -113,26 +121,56 @@ class Node:
     def ring(self) -> KeyRing:
         return node_ring(self.store, self.trusted).merged(self.identity.ring())
 
-    def cached(self, pith_number: str, kind: str, build: Callable[[], bytes], content_type: str = "application/json") -> Cached:
+    def current_generation(self) -> int:
+        """`generation`, also bumped by other processes' commits (a front process sees the node's),
+        checked at most every FRESH_CHECK seconds: well within the served documents' max-age."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + FRESH_CHECK
+            if (v := self.store.data_version()) != self._data_version:
+                self._data_version = v
+                self.generation += 1
+        return self.generation
+
+    def cached(self, pith_number: str, kind: str, build: Callable[[], bytes], content_type: str = "application/json",
+               *, version: Any = None) -> Cached:
+        """The document `build` makes, kept while `version` (what it is built from) holds and within
+        CACHE_BYTES. Per-record documents pass the record's state; the node-wide ones ("*") pass
+        nothing and rely on the store's data version, which another process's commit changes."""
         key = (pith_number, kind)
+        if pith_number == "*":
+            version = self.store.data_version()
         hit = self._cache.get(key)
-        if hit is None:
-            body = build()
-            hit = self._cache[key] = Cached(body, '"' + sha256_hex(body)[:32] + '"', content_type)
+        if hit is not None and hit.version == version:
+            self._cache.move_to_end(key)
+            return hit
+        body = build()
+        self._forget(key)
+        hit = self._cache[key] = Cached(body, '"' + sha256_hex(body)[:32] + '"', content_type, version)
+        self._cache_bytes += len(body)
+        while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
+            self._forget(next(iter(self._cache)))
         return hit
 
+    def _forget(self, key: tuple[str, str]) -> None:
+        if (old := self._cache.pop(key, None)) is not None:
+            self._cache_bytes -= len(old.body)
+
     def bundle_bytes(self, pith_number: str) -> bytes:
+        """Our signed bundle: a function of the store alone (its times are when our state for the
+        record last changed), so every front process and every restart serves the same bytes."""
         subject = self.store.subject(pith_number)
         if subject is None or subject.state_sha256 is None:
             raise LookupError_(f"{pith_number} is not held")
-        now = self.now()
+        at = subject.updated_at or self.now()
         bundle = own_bundle(self.store, subject, self.identity, self.trusted, public_url=self.public_url,
-                            now=now, signed_at=utc_now_precise())
+                            now=at, signed_at=at)
         return canonical_bytes(bundle)
 
     def _touched(self, pith_numbers: list[str]) -> None:
-        for key in [k for k in self._cache if k[0] in pith_numbers or k[0] == "*"]:
-            del self._cache[key]
+        touched = set(pith_numbers)
+        for key in [k for k in self._cache if k[0] in touched or k[0] == "*"]:
+            self._forget(key)
         self.generation += 1
         self.changed.set()
         self.changed = trio.Event()

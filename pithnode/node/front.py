@@ -1,0 +1,167 @@
+"""Front processes: with `http_workers = N`, N processes of their own serve
+the public port, and the node process serves only its private unix socket.
+
+Why (measured, docs/PERFORMANCE.md "Serving"): one trio process serves ~12,000
+documents/s where nginx on the same two cores serves ~100,000, and a reader
+served by the process that is merging a batch waits for the batch. Fronts open
+the store read-only (WAL: readers never wait for the writer) and serve the
+resolver documents themselves; a document is rebuilt only when the record's
+row says its state changed, and the bundle is a function of the store, so
+every front serves the same bytes and ETag. What needs the node's memory (the
+peer protocol, metrics, health, the status page) they pass to the node over
+its socket, with the client's address in a header only that socket trusts.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import trio
+
+from ..config import Config
+from ..ingest import die_with_parent
+from .http import Handler, Limits, Request, Response, serve
+from .server import MAX_HEADER_BYTES, App, HttpError
+
+log = logging.getLogger("pithnode.front")
+
+PROXIED = frozenset({"peer", "metrics", "healthz", "status"})
+CLIENT_HEADER = "x-pithnode-client"
+# not passed on: framing is per hop; compression is for the last hop only
+_NOT_FORWARDED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date",
+                            "server", "te", "upgrade", "accept-encoding", "content-encoding", CLIENT_HEADER})
+RESTART_PAUSE = 1.0
+
+
+def node_socket(cfg: Config) -> str:
+    return str(cfg.data_dir / "node.sock")
+
+
+def from_fronts(handle: Handler) -> Handler:
+    """The node's handler on its private socket: the client is the one the front saw."""
+
+    async def handler(req: Request) -> Response:
+        seen = req.headers.pop(CLIENT_HEADER, "")
+        host, _, port = seen.rpartition(":")
+        req.client = (host or "?", int(port) if port.isascii() and port.isdigit() else 0)
+        return await handle(req)
+
+    return handler
+
+
+class Front:
+    """One front process's handler: documents from the store, the rest through the node."""
+
+    def __init__(self, app: App, client: httpx.AsyncClient):
+        self.app, self.client = app, client
+
+    async def handle(self, req: Request) -> Response:
+        try:
+            route = self.app._route(req.path)[0]
+        except HttpError:
+            route = "unknown"
+        if route not in PROXIED:
+            return await self.app.handle(req)
+        headers = [(k, v) for k, v in req.headers.items() if k not in _NOT_FORWARDED]
+        headers.append((CLIENT_HEADER, f"{req.client[0]}:{req.client[1]}"))
+        try:
+            url = httpx.URL(path=req.path, query=req.query) if req.query else httpx.URL(path=req.path)
+            r = await self.client.request(req.method, url,
+                                          headers=headers, content=req.body)
+        except httpx.HTTPError as exc:
+            log.warning("node process unreachable: %s", exc)
+            return 503, [(b"content-type", b"application/json"), (b"retry-after", b"5")], \
+                b'{"error":"the node process is not answering; try again"}'
+        kept = [(k, v) for k, v in r.headers.raw if k.decode("latin-1").lower() not in _NOT_FORWARDED]
+        return r.status_code, kept, r.content
+
+
+async def _front(cfg: Config, sockets: list[socket.socket], public_url: str) -> None:
+    from .peer import PeerService
+    from .service import Node
+
+    node = Node(cfg, readonly=True)
+    node.set_public_url(public_url)
+    app = App(node, PeerService(node))
+    limits = Limits(max_head_bytes=MAX_HEADER_BYTES, max_body_bytes=app.peer.max_message_bytes)
+    transport = httpx.AsyncHTTPTransport(uds=node_socket(cfg))
+    shutdown = trio.Event()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://node",
+                                     timeout=cfg.total_timeout) as client, trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        shutdown.set()
+                        return
+
+            nursery.start_soon(stop_on_signal)
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+            await serve(Front(app, client).handle, listeners, shutdown, limits)
+            nursery.cancel_scope.cancel()
+    finally:
+        node.close()
+
+
+def main() -> None:
+    """`python -m pithnode.node.front`: the node process writes (config, fds, public URL) on stdin."""
+    die_with_parent()
+    cfg, fds, public_url, level = pickle.load(sys.stdin.buffer)
+    logging.basicConfig(level=level, format="%(asctime)s front[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per passed-on request otherwise
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    trio.run(_front, cfg, sockets, public_url)
+
+
+async def run_fronts(cfg: Config, listeners: list[trio.SocketListener], public_url: str, shutdown: trio.Event, *,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Keep `cfg.http_workers` front processes serving `listeners` until `shutdown`;
+    one that dies is started again (after a pause), so a crash does not halve capacity."""
+    fds = [listener.socket.fileno() for listener in listeners]
+    payload = pickle.dumps((cfg, fds, public_url, logging.getLogger().getEffectiveLevel()))
+
+    async def start() -> trio.Process:
+        proc = await trio.lowlevel.open_process([sys.executable, "-m", "pithnode.node.front"],
+                                                stdin=subprocess.PIPE, pass_fds=fds)
+        assert proc.stdin is not None
+        await proc.stdin.send_all(payload)
+        await proc.stdin.aclose()
+        return proc
+
+    procs: list[Any] = []
+    try:
+        for _ in range(cfg.http_workers):
+            procs.append(await start())
+        log.info("%d front processes serve the public port (pids %s)", len(procs), [p.pid for p in procs])
+        task_status.started()
+        while not shutdown.is_set():
+            with trio.move_on_after(RESTART_PAUSE):
+                await shutdown.wait()
+            for i, proc in enumerate(procs):
+                if proc.poll() is not None and not shutdown.is_set():
+                    log.warning("front process %d exited (%s); starting another", proc.pid, proc.returncode)
+                    procs[i] = await start()
+    finally:
+        with trio.CancelScope(shield=True):
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+            with trio.move_on_after(Limits.grace + 2):
+                for proc in procs:
+                    await proc.wait()
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+
+if __name__ == "__main__":
+    main()
