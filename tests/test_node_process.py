@@ -127,3 +127,83 @@ def test_example_config_documents_every_setting():
     for f in fields(Config):
         assert f"{f.name} =" in text, f.name
     load_config(Path(__file__).parent.parent / "config" / "pithnode.example.toml", env={})
+
+
+def fronts_of(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid \
+                    and b"pithnode.node.front" in (d / "cmdline").read_bytes():
+                out.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+async def test_front_processes_serve_what_the_node_holds(tmp_path: Path):
+    """http_workers = 2: the peer protocol, health and metrics pass through the fronts to the node;
+    documents come from the fronts, current with the node's commits, the same bytes from each;
+    a front that dies is replaced; SIGTERM stops them all."""
+    from pithnode.core import check_bundle, KeyRing
+
+    cfg_path = write_config(tmp_path, mirrors=[], gossip_interval=3600.0, poll_interval=3600.0, http_workers=2,
+                            attest=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(cfg_path, port)
+    try:
+        await wait_up(url)
+        assert len(fronts_of(proc.pid)) == 2
+        pn, evs = synthetic_subject(REG, 7000, 30, MIRRORS)
+        code = pn.rsplit(":", 1)[-1]
+        keys = [REG.entry(), *(m.entry() for m in MIRRORS)]
+        async with httpx.AsyncClient(timeout=20) as client:
+            body = peer.encode({"v": 1, "events": [json.dumps(e).encode() for e in evs[:20]], "keys": keys})
+            r = await client.post(f"{url}/peer/v1/push", content=body)
+            assert r.status_code == 200 and msgpack.unpackb(r.content)["admitted"] == 20
+            assert (await client.get(url + "/healthz")).json()["events"] == 20
+            assert "pithnode_events_admitted_total 20.0" in (await client.get(url + "/metrics")).text
+            assert "pithnode" in (await client.get(url + "/")).text
+            ring = KeyRing()
+            for k in keys:
+                ring.add_entries([k])
+            cfg = load_config(cfg_path, env={})
+            for batch in (evs[:20], evs):  # after a second push, the fronts serve the new state
+                if batch is evs:
+                    body = peer.encode({"v": 1, "events": [json.dumps(e).encode() for e in evs[20:]], "keys": keys})
+                    assert msgpack.unpackb((await client.post(f"{url}/peer/v1/push", content=body)).content)[
+                        "admitted"] == 10
+                want = canonical_bytes(merge(pn, batch, cfg.trusted_ring().merged(ring), cfg.registry))
+                with trio.fail_after(5):
+                    while (await client.get(f"{url}/pith/{code}/state.json")).content != want:
+                        await trio.sleep(0.05)
+        # new connections land on both fronts: every one serves the same bundle, and it verifies
+        tags, bundles = set(), set()
+        for _ in range(20):
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"{url}/pith/{code}/bundle.json")
+                tags.add(r.headers["etag"])
+                bundles.add(r.content)
+        assert len(tags) == 1 and len(bundles) == 1
+        report = check_bundle(json.loads(bundles.pop()), trusted=cfg.trusted_ring(), registry=cfg.registry)
+        assert report.signature_ok and report.state_matches and len(report.events) == 30, report.problems
+        # a front killed is replaced, and serving goes on
+        victim = fronts_of(proc.pid)[0]
+        os.kill(victim, signal.SIGKILL)
+        with trio.fail_after(10):
+            while len(set(fronts_of(proc.pid)) - {victim}) < 2:
+                await trio.sleep(0.2)
+        async with httpx.AsyncClient() as client:
+            for _ in range(10):
+                assert (await client.get(f"{url}/pith/{code}/state.json")).status_code == 200
+        fronts = fronts_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(lambda: proc.wait(timeout=15)) == 0
+        for pid in fronts:
+            with trio.fail_after(5):
+                while Path(f"/proc/{pid}").exists() and "Z" not in (Path(f"/proc/{pid}/stat").read_text().split()[2]):
+                    await trio.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
