@@ -28,11 +28,11 @@ import trio
 from ..config import Config
 from ..ingest import die_with_parent
 from .http import Handler, Limits, Request, Response, serve
-from .server import MAX_HEADER_BYTES, App, HttpError
+from .server import MAX_HEADER_BYTES, App
 
 log = logging.getLogger("pithnode.front")
 
-PROXIED = frozenset({"peer", "metrics", "healthz", "status"})
+PROXIED_PATHS = frozenset({"/metrics", "/healthz", "/"})  # and /peer/...: what needs the node's memory
 CLIENT_HEADER = "x-pithnode-client"
 # not passed on: framing is per hop; compression is for the last hop only
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date",
@@ -63,11 +63,7 @@ class Front:
         self.app, self.client = app, client
 
     async def handle(self, req: Request) -> Response:
-        try:
-            route = self.app._route(req.path)[0]
-        except HttpError:
-            route = "unknown"
-        if route not in PROXIED:
+        if not (req.path in PROXIED_PATHS or req.path.startswith("/peer/")):
             return await self.app.handle(req)
         headers = [(k, v) for k, v in req.headers.items() if k not in _NOT_FORWARDED]
         headers.append((CLIENT_HEADER, f"{req.client[0]}:{req.client[1]}"))
