@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Any
 
 import httpx
 import trio
@@ -124,18 +123,19 @@ async def run_fronts(cfg: Config, listeners: list[trio.SocketListener], public_u
     fds = [listener.socket.fileno() for listener in listeners]
     payload = pickle.dumps((cfg, fds, public_url, logging.getLogger().getEffectiveLevel()))
 
-    async def start() -> trio.Process:
-        proc = await trio.lowlevel.open_process([sys.executable, "-m", "pithnode.node.front"],
-                                                stdin=subprocess.PIPE, pass_fds=fds)
+    def start() -> subprocess.Popen[bytes]:
+        # From this (the trio) thread, not trio's process helper: that forks from a worker thread, and
+        # PR_SET_PDEATHSIG (die_with_parent) fires when the forking *thread* exits, ten idle seconds on.
+        proc = subprocess.Popen([sys.executable, "-m", "pithnode.node.front"], stdin=subprocess.PIPE, pass_fds=fds)
         assert proc.stdin is not None
-        await proc.stdin.send_all(payload)
-        await proc.stdin.aclose()
+        with proc.stdin:
+            proc.stdin.write(payload)
         return proc
 
-    procs: list[Any] = []
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         for _ in range(cfg.http_workers):
-            procs.append(await start())
+            procs.append(start())
         log.info("%d front processes serve the public port (pids %s)", len(procs), [p.pid for p in procs])
         task_status.started()
         while not shutdown.is_set():
@@ -144,19 +144,18 @@ async def run_fronts(cfg: Config, listeners: list[trio.SocketListener], public_u
             for i, proc in enumerate(procs):
                 if proc.poll() is not None and not shutdown.is_set():
                     log.warning("front process %d exited (%s); starting another", proc.pid, proc.returncode)
-                    procs[i] = await start()
+                    procs[i] = start()
     finally:
-        with trio.CancelScope(shield=True):
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.send_signal(signal.SIGTERM)
-            with trio.move_on_after(Limits.grace + 2):
-                for proc in procs:
-                    await proc.wait()
-            for proc in procs:
-                if proc.returncode is None:
-                    proc.kill()
-                    await proc.wait()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        with trio.CancelScope(shield=True), trio.move_on_after(Limits.grace + 2):
+            while any(proc.poll() is None for proc in procs):
+                await trio.sleep(0.05)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":
