@@ -127,6 +127,7 @@ class PeerService:
         events at once anyway)."""
         now = trio.current_time()
         if self._set is None or (self._set[0] != self.node.generation and now - self._set[1] >= SET_MAX_AGE):
+            self._set = None  # freed before the new one is built: two sets at once doubled the peak memory
             self._set = (self.node.generation, now, ReconcileSet(self.node.store.event_keys(), presorted=True))
         return self._set[2]
 
