@@ -17,6 +17,7 @@ import msgpack
 import trio
 
 from helpers import MIRRORS, REG, write_config
+from nodes import nodes
 from pithnode.core import canonical_bytes, merge
 from pithnode.config import load_config
 from pithnode.node import peer
@@ -180,6 +181,9 @@ async def test_front_processes_serve_what_the_node_holds(tmp_path: Path):
                 with trio.fail_after(5):
                     while (await client.get(f"{url}/pith/{code}/state.json")).content != want:
                         await trio.sleep(0.05)
+        # a peer syncs through the fronts: reconciliation passed to the node, events answered by a front
+        async with nodes(tmp_path / "peer", 1) as (other,):
+            assert (await other.peers.sync_with(url))[0] == 30
         # new connections land on both fronts: every one serves the same bundle, and it verifies
         tags, bundles = set(), set()
         for _ in range(20):

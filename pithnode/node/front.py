@@ -7,9 +7,10 @@ served by the process that is merging a batch waits for the batch. Fronts open
 the store read-only (WAL: readers never wait for the writer) and serve the
 resolver documents themselves; a document is rebuilt only when the record's
 row says its state changed, and the bundle is a function of the store, so
-every front serves the same bytes and ETag. What needs the node's memory (the
-peer protocol, metrics, health, the status page) they pass to the node over
-its socket, with the client's address in a header only that socket trusts.
+every front serves the same bytes and ETag; so are the peer protocol's
+`events` answers. What needs the node's memory or writes (reconciliation,
+pushes, metrics, health, the status page) they pass to the node over its
+socket, with the client's address in a header only that socket trusts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from .server import MAX_HEADER_BYTES, App
 
 log = logging.getLogger("pithnode.front")
 
-PROXIED_PATHS = frozenset({"/metrics", "/healthz", "/"})  # and /peer/...: what needs the node's memory
+# What needs the node's memory or writes. The peer protocol's `events` answers (the big ones) are
+# reads of the store: fronts answer them, so they are not copied through the node's socket.
+PROXIED_PATHS = frozenset({"/peer/v1/reconcile", "/peer/v1/push", "/metrics", "/healthz", "/"})
 CLIENT_HEADER = "x-pithnode-client"
 # not passed on: framing is per hop; compression is for the last hop only
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date",
@@ -62,7 +65,7 @@ class Front:
         self.app, self.client = app, client
 
     async def handle(self, req: Request) -> Response:
-        if not (req.path in PROXIED_PATHS or req.path.startswith("/peer/")):
+        if req.path not in PROXIED_PATHS:
             return await self.app.handle(req)
         headers = [(k, v) for k, v in req.headers.items() if k not in _NOT_FORWARDED]
         headers.append((CLIENT_HEADER, f"{req.client[0]}:{req.client[1]}"))
