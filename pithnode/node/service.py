@@ -55,8 +55,16 @@ def admission_pool() -> ProcessPoolExecutor | None:
     global _POOL
     if _POOL is None and (os.cpu_count() or 1) > 1:
         _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
-                                    initializer=die_with_parent)
+                                    initializer=_admission_worker)
     return _POOL
+
+
+ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
+
+
+def _admission_worker() -> None:
+    die_with_parent()
+    os.nice(ADMISSION_NICE)
 
 
 @dataclass
