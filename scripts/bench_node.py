@@ -37,6 +37,7 @@ from pithnode.config import load_config
 from pithnode.ingest import import_bundles
 from pithnode.node import peer
 from pithnode.node.runner import run_node
+from pithnode.node.service import admission_pool
 from pithnode.store import Store
 from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
 
@@ -124,6 +125,10 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             b = await nursery.start(run_node, cfg(tmp, "fresh"))
             await wait_up(serving[1])
             print("fresh node syncing over loopback HTTP...", file=sys.stderr)
+            pool = admission_pool()
+            workers = list(pool._processes) if pool is not None else []  # noqa: SLF001 (started by the node)
+            before = {"serving_node": cpu_seconds(serving[0].pid), "syncing_node": time.process_time(),
+                      "admission_workers": sum(cpu_seconds(w) for w in workers)}
             t = time.perf_counter()
             rounds = 0
             while b.node.store.event_count() < len(events) and rounds < 50:
@@ -131,6 +136,10 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 rounds += 1
             elapsed = time.perf_counter() - t
             held = b.node.store.event_count()
+            workers = list(pool._processes) if pool is not None else []  # noqa: SLF001
+            cpu = {"serving_node": cpu_seconds(serving[0].pid) - before["serving_node"],
+                   "syncing_node": time.process_time() - before["syncing_node"],
+                   "admission_workers": sum(cpu_seconds(w) for w in workers) - before["admission_workers"]}
             b.shutdown.set()
     finally:
         serving[0].terminate()
@@ -138,9 +147,19 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     verify_after = bare_verify_rate(events)
     ref = (verify + verify_after) / 2
     rate = held / elapsed
+    per_event = {k: round(v * 1e6 / held, 1) for k, v in cpu.items()}
     return {"events": len(events), "subjects": len(subjects), "synced": held, "seconds": round(elapsed, 2),
             "sync_calls": rounds, "events_per_s": round(rate), "bare_verify_per_s": round(ref),
+            "bare_verify_us": round(1e6 / ref, 1), "cpu_us_per_event": per_event,
             "ratio": round(rate / ref, 3), "target": 1.0, "pass": rate / ref >= 1.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a live process (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def bench_reconcile(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
