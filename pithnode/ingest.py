@@ -88,6 +88,7 @@ class IngestResult:
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # "rollback", "stale", "flood": what this source did wrong
     quota_refused: int = 0  # authentic events not stored: over a flood quota
+    merge_pending: bool = False  # stored, not merged yet (see `merge_subject`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,10 +151,12 @@ def remerge(
 def _store_admitted(
     store: Store, pn: str, events: list[dict[str, Any]], bodies: list[bytes], ring: KeyRing, registry: frozenset[str],
     result: IngestResult, now: str, source_state: dict[str, Any] | None = None, quotas: Quotas | None = None,
-    source_state_bytes: bytes | None = None,
+    source_state_bytes: bytes | None = None, merge: bool = True,
 ) -> dict[str, Any] | None:
-    """Inside a transaction: store keys, events and rejections, re-merge the subject.
-    Returns None (storing only the rejections) when nothing was admitted for an unknown subject."""
+    """Inside a transaction: store keys, events and rejections, re-merge the subject
+    (unless `merge` is False: a bulk sync merges each subject once, at its end, with
+    `merge_subject`; readers see the new events only then). Returns None (storing
+    only the rejections) when nothing was admitted for an unknown subject."""
     for r in result.rejected:
         store.add_rejection(pn, r.get("event_id"), r["reason"], r["detail"], result.source, now)
     if not events and store.subject(pn) is None:
@@ -187,6 +190,10 @@ def _store_admitted(
     result.known = len(events) - len(result.new_event_ids)
     if not result.new_event_ids and not was_empty and had is not None and had.state_sha256 is not None:
         result.state_sha256 = had.state_sha256  # nothing new: the stored state stands
+        return None
+    if not merge:
+        result.state_sha256 = had.state_sha256 if had is not None else None
+        result.merge_pending = True
         return None
     # When the store held nothing and took every event, our merge of the source's
     # events is already the merge of the stored set: do not compute it twice.
@@ -293,10 +300,22 @@ def _flag_source(store: Store, bundle: dict[str, Any], report: BundleReport, res
             "newer_built_at": newest[0].strftime("%Y-%m-%dT%H:%M:%SZ")}, source, now)
 
 
+def merge_subject(store: Store, pith_number: str, trusted: KeyRing, registry: frozenset[str], now: str,
+                  source: str | None) -> IngestResult:
+    """Merge a subject whose events were stored with `merge=False` (inside a transaction)."""
+    result = IngestResult(pith_number=pith_number, source=source)
+    subject = store.subject(pith_number)
+    if subject is not None:
+        state, result.new_equivocations, result.new_invalid = remerge(
+            store, subject.id, pith_number, node_ring(store, trusted), registry, now, source)
+        result.state_sha256 = state["state_sha256"]
+    return result
+
+
 def ingest_events(
     store: Store, pith_number: str, objs: list[Any], key_entries: list[Any], *, source: str | None,
     trusted: KeyRing, registry: frozenset[str], now: str, admissions: list[Admission] | None = None,
-    quotas: Quotas | None = None,
+    quotas: Quotas | None = None, merge: bool = True,
 ) -> IngestResult:
     """Admit loose events for one subject (gossip, an events list) and apply them.
     `admissions` may be computed beforehand (off the event loop) with the same keys."""
@@ -313,7 +332,7 @@ def ingest_events(
     result = IngestResult(pith_number=pith_number, source=source, events_total=len(objs),
                           rejected=_rejections(admissions, objs))
     with store.transaction():
-        _store_admitted(store, pith_number, events, bodies, ring, registry, result, now, quotas=quotas)
+        _store_admitted(store, pith_number, events, bodies, ring, registry, result, now, quotas=quotas, merge=merge)
     return result
 
 

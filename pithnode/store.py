@@ -23,7 +23,7 @@ import apsw
 
 from .core.keys import KeyRing
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry upgrades the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -147,6 +147,14 @@ MIGRATIONS: list[str] = [
     # 4: discovery reads mirror_hint events without scanning every event (or state).
     """
     CREATE INDEX events_by_type ON events(event_type);
+    """,
+    # 5: a bulk sync stores events first and merges each touched subject once at
+    # the end. `merged_seq` is the newest event (seq) the stored state merged;
+    # readers see only the events up to it, so a bundle always matches its state.
+    """
+    ALTER TABLE subjects ADD COLUMN merged_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE subjects SET merged_seq = (SELECT coalesce(max(seq), 0) FROM events WHERE subject_id = subjects.id)
+        WHERE state IS NOT NULL;
     """,
 ]
 
@@ -384,13 +392,21 @@ class Store:
     def put_state(self, subject_id: int, state: dict[str, Any], state_bytes: bytes, title: str | None, at: str) -> None:
         self._write()
         self.db.execute(
-            "UPDATE subjects SET state=?, state_sha256=?, event_count=?, equivocation_count=?, "
-            "invalid_event_count=?, title=coalesce(?, title), updated_at=? WHERE id=?",
+            "UPDATE subjects SET state=?1, state_sha256=?2, event_count=?3, equivocation_count=?4, "
+            "invalid_event_count=?5, title=coalesce(?6, title), updated_at=?7, "
+            "merged_seq=(SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?8) WHERE id=?8",
             (
                 _pack(state_bytes), state["state_sha256"], state["event_count"], state["equivocation_count"],
                 state["invalid_event_count"], title, at, subject_id,
             ),
         )
+
+    def unmerged_subjects(self) -> list[str]:
+        """Subjects holding events their stored state has not merged yet (a bulk
+        sync stopped before its merge pass: a crash, a shutdown)."""
+        return [r[0] for r in self.db.execute(
+            "SELECT pith_number FROM subjects s WHERE EXISTS "
+            "(SELECT 1 FROM events e WHERE e.subject_id = s.id AND e.seq > s.merged_seq)")]
 
     def state_bytes(self, pith_number_or_code: str) -> bytes | None:
         row = self.db.execute(
@@ -447,12 +463,14 @@ class Store:
         return [_unpack(r[0]) for r in self.db.execute(
             "SELECT body FROM events WHERE event_type=? ORDER BY seq DESC LIMIT ?", (event_type, limit))]
 
-    def event_bodies(self, subject_id: int) -> list[bytes]:
-        """Stored event bodies of a subject, in canonical order."""
+    def event_bodies(self, subject_id: int, merged_only: bool = False) -> list[bytes]:
+        """Stored event bodies of a subject, in canonical order; `merged_only`: just
+        those its stored state merged (what readers see beside that state)."""
+        upto = " AND seq <= (SELECT merged_seq FROM subjects WHERE id=?1)" if merged_only else ""
         return [
             _unpack(r[0])
             for r in self.db.execute(
-                "SELECT body FROM events WHERE subject_id=? ORDER BY created_at, event_id", (subject_id,)
+                f"SELECT body FROM events WHERE subject_id=?1{upto} ORDER BY created_at, event_id", (subject_id,)
             )
         ]
 

@@ -58,7 +58,7 @@ def find_subject(store: Store, text: str) -> Subject:
 
 
 def events_of(store: Store, subject: Subject) -> list[dict[str, Any]]:
-    return [json.loads(b) for b in store.event_bodies(subject.id)]
+    return [json.loads(b) for b in store.event_bodies(subject.id, merged_only=True)]
 
 
 def state_of(store: Store, subject: Subject) -> dict[str, Any] | None:

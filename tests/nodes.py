@@ -1,4 +1,4 @@
-"""Real nodes for tests: each with its own SQLite file, key and hypercorn
+"""Real nodes for tests: each with its own SQLite file, key and HTTP
 server on a 127.0.0.1 port picked by the OS, all in one trio process."""
 
 from __future__ import annotations

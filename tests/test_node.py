@@ -256,3 +256,59 @@ def test_bulk_admission_workers_yield_the_cpu_to_readers():
         pytest.skip("one core: admission runs on a thread")
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60) == min(19, mine + ADMISSION_NICE)
+
+
+async def test_a_far_behind_node_catches_up_in_bounded_exchanges_and_merges_once(tmp_path: Path, monkeypatch):
+    """Exchanges of at most MAX_NEED events, stored APPLY_BATCH at a time, every
+    subject merged once at the end: the states equal the source's."""
+    from pithnode.node import peer as peer_mod
+
+    from pithnode.core import reconcile
+
+    monkeypatch.setattr(reconcile, "MAX_REPLY_IDS", 20)  # a reply lists 20 ids: many rounds, as at 1M events
+    monkeypatch.setattr(peer_mod, "MAX_NEED", 40)
+    monkeypatch.setattr(peer_mod, "APPLY_BATCH", 15)
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        subjects = [await seed(a, 2000 + i, 30) for i in range(6)]
+        exchanges = 0
+        real_exchange = b.peers._exchange
+
+        async def counted(url: str, fresh: bool = False):
+            nonlocal exchanges
+            exchanges += 1
+            return await real_exchange(url, fresh)
+
+        monkeypatch.setattr(b.peers, "_exchange", counted)
+        fetched, _ = await b.peers.sync_with(a.url)
+        assert fetched == a.node.store.event_count() == b.node.store.event_count() == 180
+        assert exchanges >= 180 // 40 and not b.node.unmerged and b.node.store.unmerged_subjects() == []
+        assert b.node.store.meta("unmerged") == ""
+        for pn, _evs in subjects:
+            assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256
+            status, bundle = await get_json(f"{b.url}/pith/{pn.rsplit(':', 1)[1]}/bundle.json")
+            report = check_bundle(bundle, default_registry_ring().merged(REG.ring()), frozenset({REG.fingerprint}))
+            assert status == 200 and report.problems == [] and report.state_matches
+
+
+async def test_subjects_a_stopped_sync_left_unmerged_are_merged_at_start(tmp_path: Path):
+    from nodes import node_config
+    from pithnode.ingest import ingest_events
+    from pithnode.store import Store
+
+    cfg = node_config(tmp_path, "node0", attest=False)
+    pn, evs = synthetic_subject(REG, 3000, 20, MIRRORS)
+    Path(cfg.data_dir).mkdir(parents=True)
+    with Store(cfg.db_path) as store:  # what a sync killed before its merge pass leaves
+        ingest_events(store, pn, evs[:8], [m.entry() for m in MIRRORS], source="x", trusted=cfg.trusted_ring(),
+                      registry=cfg.registry, now="2026-11-23T00:00:00Z")
+        ingest_events(store, pn, evs[8:], [m.entry() for m in MIRRORS], source="x", trusted=cfg.trusted_ring(),
+                      registry=cfg.registry, now="2026-11-23T00:00:00Z", merge=False)
+        with store.transaction():
+            store.set_meta("unmerged", "1")
+        assert store.unmerged_subjects() == [pn]
+    async with nodes(tmp_path, 1, attest=False) as (a,):
+        with trio.fail_after(10):
+            while a.node.store.unmerged_subjects():
+                await trio.sleep(0.05)
+        status, state = await get_json(f"{a.url}/pith/{pn.rsplit(':', 1)[1]}/state.json")
+        assert status == 200 and state["event_count"] == 20 and a.node.store.meta("unmerged") == ""

@@ -195,3 +195,50 @@ def test_failed_transaction_leaves_nothing(env):
     assert store.subject(pn) is None
     with pytest.raises(RuntimeError, match="inside transaction"):
         store.ensure_subject(pn)
+
+
+def test_events_stored_without_merge_stay_hidden_until_their_subject_is_merged(env):
+    """A bulk sync stores first and merges once at its end: meanwhile readers see
+    the merged events only, so a served bundle always matches its state."""
+    from pithnode.ingest import merge_subject
+    from pithnode.core import check_bundle
+
+    store, cfg = env
+    pn, events = synthetic_subject(REG, 8, 12, MIRRORS)
+    keys = [m.entry() for m in MIRRORS]
+    first = ingest_events(store, pn, events[:5], keys, source="a", trusted=cfg.trusted_ring(),
+                          registry=cfg.registry, now=NOW)
+    later = ingest_events(store, pn, events[5:], keys, source="a", trusted=cfg.trusted_ring(),
+                          registry=cfg.registry, now=NOW, merge=False)
+    assert later.merge_pending and len(later.new_event_ids) == 7 and later.state_sha256 == first.state_sha256
+    assert store.unmerged_subjects() == [pn]
+    subject = store.subject(pn)
+    assert len(events_of(store, subject)) == 5 and store.event_count() == 12
+    ident = NodeIdentity(named_key("node-x"), "http://127.0.0.1:9")
+    bundle = own_bundle(store, subject, ident, cfg.trusted_ring(), public_url="http://n", now=NOW, signed_at=NOW)
+    report = check_bundle(json.loads(canonical_bytes(bundle)), cfg.trusted_ring(), cfg.registry)
+    assert report.problems == [] and report.signature_ok and len(bundle["events"]) == 5
+    assert report.state["state_sha256"] == first.state_sha256
+    assert_states_are_fresh_merges(store, cfg)  # the state is the merge of what readers see
+
+    with store.transaction():
+        merged = merge_subject(store, pn, cfg.trusted_ring(), cfg.registry, NOW, "a")
+    assert merged.state_sha256 != first.state_sha256 and store.unmerged_subjects() == []
+    assert len(events_of(store, store.subject(pn))) == 12
+    assert merged.state_sha256 == merge(pn, events, cfg.trusted_ring().merged(store.key_ring()), cfg.registry)["state_sha256"]
+    assert_states_are_fresh_merges(store, cfg)
+
+
+def test_schema_4_store_upgrades_with_every_held_event_visible(tmp_path: Path):
+    import apsw
+
+    cfg = config(tmp_path)
+    with Store(cfg.db_path) as store:
+        res = ingest(store, cfg, parse_bundle(REAL_BUNDLE.read_bytes()))
+    c = apsw.Connection(str(cfg.db_path))  # back to schema 4: no merged_seq
+    c.execute("ALTER TABLE subjects DROP COLUMN merged_seq; PRAGMA user_version=4")
+    c.close()
+    with Store(cfg.db_path) as store:
+        subject = store.subject(res.pith_number)
+        assert len(events_of(store, subject)) == 2 and store.unmerged_subjects() == []
+        assert subject.state_sha256 == REAL_STATE_SHA

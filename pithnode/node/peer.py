@@ -41,7 +41,8 @@ MAX_EVENTS = 2_000  # per push or events answer
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 64  # each reply is capped (a few MB), so a far-behind node needs many
-APPLY_BATCH = 50_000  # fetched events applied per commit (each subject merged once per batch)
+APPLY_BATCH = 10_000  # fetched events stored per commit (merged once, at the end of the sync)
+MAX_NEED = 100_000  # events fetched per exchange: a far-behind node runs several (bounded memory)
 SET_MAX_AGE = 2.0  # seconds a reconciliation set may lag the store on a busy node
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
@@ -120,13 +121,13 @@ class PeerService:
             self.peers[url] = PeerState(url)
             log.info("peer added: %s", url)
 
-    def reconcile_set(self) -> ReconcileSet:
+    def reconcile_set(self, fresh: bool = False) -> ReconcileSet:
         """Our events as a reconciliation set, rebuilt from the store when it
-        changed, at most every SET_MAX_AGE seconds on a busy node: a slightly
-        stale set only defers a difference to the next round (pushes carry new
-        events at once anyway)."""
+        changed, at most every SET_MAX_AGE seconds on a busy node (unless `fresh`):
+        a slightly stale set only defers a difference to the next round (pushes
+        carry new events at once anyway)."""
         now = trio.current_time()
-        if self._set is None or (self._set[0] != self.node.generation and now - self._set[1] >= SET_MAX_AGE):
+        if self._set is None or (self._set[0] != self.node.generation and (fresh or now - self._set[1] >= SET_MAX_AGE)):
             self._set = None  # freed before the new one is built: two sets at once doubled the peak memory
             self._set = (self.node.generation, now, ReconcileSet(self.node.store.event_keys(), presorted=True))
         return self._set[2]
@@ -202,10 +203,23 @@ class PeerService:
         return decode(b"".join(chunks), self.max_message_bytes)
 
     async def sync_with(self, url: str) -> tuple[int, int]:
-        """Reconcile with one peer: fetch what we lack, push what it lacks.
-        Returns (events fetched, events pushed)."""
-        rec = Reconciler(self.reconcile_set())
+        """Reconcile with one peer: fetch what we lack, push what it lacks; a node
+        far behind runs exchanges of up to MAX_NEED events until it has caught up.
+        Fetched events are stored as they come and each touched subject is merged
+        once, at the end (readers see them then). Returns (events fetched, pushed)."""
+        fetched = pushed = 0
+        more, first = True, True
+        while more:
+            f, p, capped = await self._exchange(url, fresh=not first)
+            fetched, pushed, first = fetched + f, pushed + p, False
+            more = capped and f > 0  # stop when a peer's answers bring nothing new (bad events)
+        await self.node.merge_pending(f"peer {url}")
+        return fetched, pushed
+
+    async def _exchange(self, url: str, fresh: bool = False) -> tuple[int, int, bool]:
+        rec = Reconciler(self.reconcile_set(fresh))  # fresh: with what the previous exchange fetched
         msg: bytes | None = rec.initiate()
+        capped = False
         for _round in range(MAX_ROUNDS):
             reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
             if reply is None:
@@ -213,11 +227,15 @@ class PeerService:
             msg = rec.reconcile(reply)
             if msg is None:
                 break
+            if len(rec.need) >= MAX_NEED:
+                capped = True
+                break
         have, need = rec.have, rec.need
         fetched = 0
         needed = sorted(need)
+        del rec, need
         # Admission of each answer starts in the worker processes at once while
-        # the next is fetched; everything is applied in one commit per batch.
+        # the next is fetched; stored in one commit per APPLY_BATCH events.
         started: list[Any] = []
         started_n = 0
         all_keys: dict[str, Any] = {}
@@ -229,11 +247,12 @@ class PeerService:
             started_n += len(raw)
             if started_n >= APPLY_BATCH or i + MAX_EVENTS >= len(needed):
                 results, _unreadable = await self.node.apply_admitted(started, list(all_keys.values()),
-                                                                      source=f"peer {url}", origin_peer=url)
+                                                                      source=f"peer {url}", origin_peer=url,
+                                                                      merge=False)
                 fetched += sum(len(r.new_event_ids) for r in results)
                 started, started_n = [], 0
         pushed = await self.push_to(url, sorted(have))
-        return fetched, pushed
+        return fetched, pushed, capped
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
         sent = 0
@@ -243,6 +262,13 @@ class PeerService:
                 await self.post(url, "push", {"from": self.node.public_url, **payload})
                 sent += len(payload["events"])
         return sent
+
+    async def _guarded_merge(self) -> None:
+        try:
+            await self.node.merge_pending("gossip")
+        except StoreError as exc:
+            self.node.metrics.store_errors.inc()
+            log.error("store: %s (merge deferred to the next round)", exc)
 
     async def _guarded(self, url: str, fn: Any, *args: Any) -> None:
         """Run one exchange with a peer, recording its health; never raises for the peer's faults."""
@@ -275,6 +301,8 @@ class PeerService:
                     for url, st in list(self.peers.items()):
                         if st.is_peer and st.next_try <= now:
                             round_.start_soon(self._guarded, url, self.sync_with)
+                if self.node.unmerged:  # a sync that failed half-way stored events: merge them now
+                    await self._guarded_merge()
                 await trio.sleep(interval * (0.75 + 0.5 * self._rng.random()))
 
     async def _push_loop(self) -> None:

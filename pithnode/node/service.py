@@ -33,7 +33,8 @@ from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sh
 from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
 from ..ingest import (
-    IngestError, IngestResult, Quotas, admit_raw, die_with_parent, ingest_bundle, ingest_events, node_ring,
+    IngestError, IngestResult, Quotas, admit_raw, die_with_parent, ingest_bundle, ingest_events, merge_subject,
+    node_ring,
 )
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
@@ -44,6 +45,8 @@ log = logging.getLogger("pithnode.node")
 
 FRESH_CHECK = 0.1
 CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
+MERGE_CHUNK = 200  # subjects merged per commit by `merge_pending`
+UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
 _POOL: ProcessPoolExecutor | None = None
 _THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
@@ -118,6 +121,7 @@ class Node:
         self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
         self.changed = trio.Event()  # set (and replaced) whenever the store changed
         self.generation = 0  # bumped by every change to the store
+        self.unmerged: set[str] = set()  # stored by a bulk sync, not merged yet (`merge_pending`)
         self._data_version, self._next_check = self.store.data_version(), 0.0
         self.metrics.refresh_store(self.store)
 
@@ -218,10 +222,11 @@ class Node:
         return [pool.submit(admit_raw, raw[i : i + step], entries, MAX_EVENT_BYTES) for i in range(0, len(raw), step)]
 
     async def apply_admitted(self, futures: list[Future[Any]], keys: list[Any], *, source: str | None,
-                             origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
+                             origin_peer: str | None = None, merge: bool = True) -> tuple[list[IngestResult], int]:
         """Wait for admissions started by `start_admission`, then one commit for
-        all of them, each subject merged once. Returns the results and how many
-        inputs named no subject."""
+        all of them, each subject merged once (with `merge=False` not yet: the
+        subjects wait in `unmerged` for `merge_pending`). Returns the results and
+        how many inputs named no subject."""
         by_subject: dict[str, tuple[list[Any], list[Any]]] = {}
         unreadable = 0
         for fut in futures:
@@ -237,8 +242,13 @@ class Node:
         now = self.now()
         with self.store.transaction():
             results = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
-                                     registry=self.registry, now=now, admissions=adms, quotas=self.quotas)
+                                     registry=self.registry, now=now, admissions=adms, quotas=self.quotas,
+                                     merge=merge)
                        for pn, (objs, adms) in by_subject.items()]
+            pending = {r.pith_number for r in results if r.merge_pending}
+            if pending and not self.unmerged:  # a crash before `merge_pending` ends is repaired at start
+                self.store.set_meta(UNMERGED_META, "1")
+        self.unmerged |= pending
         for result in results:
             await self._after(result, origin=origin_peer)
         return results, unreadable
@@ -250,6 +260,45 @@ class Node:
         event loop stays free), then one commit, each subject merged once."""
         return await self.apply_admitted(self.start_admission(raw, keys), keys, source=source,
                                          origin_peer=origin_peer)
+
+    async def merge_pending(self, source: str | None) -> int:
+        """Merge every subject a bulk sync stored without merging: each once, a few
+        hundred per commit, the event loop free between commits. Returns how many."""
+        done = 0
+        trusted = self.trusted.merged(self.identity.ring())
+        while self.unmerged:
+            chunk = [self.unmerged.pop() for _ in range(min(MERGE_CHUNK, len(self.unmerged)))]
+            try:
+                with self.store.transaction():
+                    results = [merge_subject(self.store, pn, trusted, self.registry, self.now(), source)
+                               for pn in chunk]
+                    if not self.unmerged:
+                        self.store.set_meta(UNMERGED_META, "")
+            except BaseException:
+                self.unmerged.update(chunk)  # still stored, still unmerged: the next pass (or a restart) merges them
+                raise
+            self._touched(chunk)
+            for result in results:
+                await self._after(result, origin=None)
+            done += len(chunk)
+            await trio.sleep(0)
+        return done
+
+    async def recover_unmerged(self) -> None:
+        """At start: merge what a bulk sync stored and a crash left unmerged."""
+        if not self.store.meta(UNMERGED_META):
+            return
+        try:
+            self.unmerged.update(self.store.unmerged_subjects())
+            n = await self.merge_pending("recovery")
+            if not n:
+                with self.store.transaction():
+                    self.store.set_meta(UNMERGED_META, "")
+        except StoreError as exc:
+            self.metrics.store_errors.inc()
+            log.error("store: %s (subjects left unmerged by a stopped sync are merged at the next sync)", exc)
+            return
+        log.info("merged %d subjects a stopped sync had left unmerged", n)
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
