@@ -391,6 +391,13 @@ def die_with_parent() -> None:
         pass
 
 
+def background_worker(nice: int) -> None:
+    """Initializer of the node's admission workers. It lives here, not in the node's
+    modules, so a worker imports only what admission needs (~8 MB less each)."""
+    die_with_parent()
+    os.nice(nice)
+
+
 def _worker_init(entries: list[dict[str, Any]], registry: frozenset[str], max_bytes: int) -> None:
     global _WORKER
     die_with_parent()

@@ -245,9 +245,10 @@ class Store:
             sync = {"full": "FULL", "normal": "NORMAL"}[durability]
             self.db.execute(f"PRAGMA synchronous={sync}")
             self.db.execute("PRAGMA foreign_keys=ON")
-            # page cache per connection: 32 MiB for the node; 8 MiB for a read-only one (a front
-            # answers most requests from its document cache; the OS caches the file anyway)
-            self.db.execute(f"PRAGMA cache_size={-8192 if readonly else -32768}")
+            # page cache per connection: 16 MiB for the node, 8 MiB for a read-only one (a front
+            # answers most requests from its document cache); the OS caches the file anyway.
+            # Measured at 200k events: 32 -> 16 MiB took 14 MB off a syncing node, sync time +5%.
+            self.db.execute(f"PRAGMA cache_size={-8192 if readonly else -16384}")
             self._migrate(readonly)
         except apsw.Error as exc:
             raise _translate(exc, self.path) from exc

@@ -41,8 +41,8 @@ MAX_EVENTS = 2_000  # per push or events answer
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 64  # each reply is capped (a few MB), so a far-behind node needs many
-APPLY_BATCH = 10_000  # fetched events stored per commit (merged once, at the end of the sync)
-MAX_NEED = 100_000  # events fetched per exchange: a far-behind node runs several (bounded memory)
+APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
+MAX_NEED = 50_000  # events fetched per exchange: a far-behind node runs several (bounded memory)
 SET_MAX_AGE = 2.0  # seconds a reconciliation set may lag the store on a busy node
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 

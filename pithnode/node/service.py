@@ -33,7 +33,7 @@ from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sh
 from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
 from ..ingest import (
-    IngestError, IngestResult, Quotas, admit_raw, die_with_parent, ingest_bundle, ingest_events, merge_subject,
+    IngestError, IngestResult, Quotas, admit_raw, background_worker, ingest_bundle, ingest_events, merge_subject,
     node_ring,
 )
 from ..store import Store, StoreError, Subject
@@ -58,16 +58,11 @@ def admission_pool() -> ProcessPoolExecutor | None:
     global _POOL
     if _POOL is None and (os.cpu_count() or 1) > 1:
         _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
-                                    initializer=_admission_worker)
+                                    initializer=background_worker, initargs=(ADMISSION_NICE,))
     return _POOL
 
 
 ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
-
-
-def _admission_worker() -> None:
-    die_with_parent()
-    os.nice(ADMISSION_NICE)
 
 
 @dataclass
