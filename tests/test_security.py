@@ -72,7 +72,9 @@ def test_registry_key_rotation_configured_by_the_operator(tmp_path: Path):
 
 
 async def test_flood_of_fresh_keys_is_capped_reported_and_honest_events_flow(tmp_path: Path):
-    async with nodes(tmp_path, 2, max_signers_per_subject=6) as (a, b):
+    # attest=False: each node's own attestations would be one more signer, admitted or refused by
+    # the quota depending on whether they come before or after the flood (seen in CI: no convergence)
+    async with nodes(tmp_path, 2, max_signers_per_subject=6, attest=False) as (a, b):
         connect([a, b], [(0, 1)])
         pn, evs = synthetic_subject(REG, 300, 8, MIRRORS)
         code = pn.rsplit(":", 1)[-1]
