@@ -143,3 +143,19 @@ async def test_defaults_listen_on_loopback_and_logs_hold_no_secret(tmp_path: Pat
         raw_seed = bytes(a.node.identity.key).hex()
     text = caplog.text
     assert caplog.records and seed not in text and raw_seed not in text
+
+
+async def test_a_node_never_refuses_its_own_attestations_under_its_flood_quota(tmp_path: Path):
+    from pithnode.node.attest import attest_all
+
+    async with nodes(tmp_path, 1, max_signers_per_subject=3, attest=False) as (a,):
+        pn, evs = synthetic_subject(REG, 301, 8, MIRRORS)
+        await a.node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="test")
+        flood = [SynthMirror(f"sybil-{i}", f"https://sybil{i}.test") for i in range(5)]
+        await push(a.url, [s.citation(pn, "2026-05-01T00:00:00Z", i) for i, s in enumerate(flood)],
+                   [s.entry() for s in flood])
+        assert a.node.store.reports("flood")  # the quota is full
+        made = await attest_all(a.node)
+        own = a.node.own_events(a.node.store.subject(pn))
+        assert made >= 2 and len([e for e in own if e["event_type"] != "record_created"]) == made
+        assert not [r for r in a.node.store.rejections() if r.get("source") == "self"]
