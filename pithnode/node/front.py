@@ -27,8 +27,8 @@ import trio
 
 from ..config import Config
 from ..ingest import die_with_parent
-from .http import Handler, Limits, Request, Response, serve
-from .server import MAX_HEADER_BYTES, App
+from .http import Handler, Limits, Request, Response
+from .server import App, serve_http
 
 log = logging.getLogger("pithnode.front")
 
@@ -59,14 +59,14 @@ def from_fronts(handle: Handler) -> Handler:
 
 
 class Front:
-    """One front process's handler: documents from the store, the rest through the node."""
+    """One front process's handler: documents from the store (`local`), the rest through the node."""
 
-    def __init__(self, app: App, client: httpx.AsyncClient):
-        self.app, self.client = app, client
+    def __init__(self, local: Handler, client: httpx.AsyncClient):
+        self.local, self.client = local, client
 
     async def handle(self, req: Request) -> Response:
         if req.path not in PROXIED_PATHS:
-            return await self.app.handle(req)
+            return await self.local(req)
         headers = [(k, v) for k, v in req.headers.items() if k not in _NOT_FORWARDED]
         headers.append((CLIENT_HEADER, f"{req.client[0]}:{req.client[1]}"))
         try:
@@ -88,7 +88,6 @@ async def _front(cfg: Config, sockets: list[socket.socket], public_url: str) -> 
     node = Node(cfg, readonly=True)
     node.set_public_url(public_url)
     app = App(node, PeerService(node))
-    limits = Limits(max_head_bytes=MAX_HEADER_BYTES, max_body_bytes=app.peer.max_message_bytes)
     transport = httpx.AsyncHTTPTransport(uds=node_socket(cfg))
     shutdown = trio.Event()
     try:
@@ -103,7 +102,7 @@ async def _front(cfg: Config, sockets: list[socket.socket], public_url: str) -> 
 
             nursery.start_soon(stop_on_signal)
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
-            await serve(Front(app, client).handle, listeners, shutdown, limits)
+            await serve_http(app, listeners, shutdown, wrap=lambda local: Front(local, client).handle)
             nursery.cancel_scope.cancel()
     finally:
         node.close()

@@ -301,7 +301,7 @@ class PeerService:
                     for url, st in list(self.peers.items()):
                         if st.is_peer and st.next_try <= now:
                             round_.start_soon(self._guarded, url, self.sync_with)
-                if self.node.unmerged:  # a sync that failed half-way stored events: merge them now
+                if self.node.unmerged:  # a sync that failed half-way (or a crash before start) left them
                     await self._guarded_merge()
                 await trio.sleep(interval * (0.75 + 0.5 * self._rng.random()))
 

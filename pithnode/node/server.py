@@ -180,7 +180,7 @@ class App:
 
     def _document(self, route: str, m: re.Match[str], req: Request) -> Cached | Response:
         node, store = self.node, self.node.store
-        if route in ("bundle", "state", "record", "events", "graph"):
+        if route in HOT_ROUTES:  # a record's documents
             subject = store.subject(m.group("code"))
             if subject is None or subject.state_sha256 is None:
                 raise HttpError(404, f"record {m.group('code')} is not held by this node")

@@ -14,13 +14,13 @@ queues the new events for its peers.
 from __future__ import annotations
 
 import gzip
-from collections import OrderedDict
 import multiprocessing
 import os
 import json
 import logging
 import shlex
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +47,7 @@ FRESH_CHECK = 0.1
 CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
 MERGE_CHUNK = 200  # subjects merged per commit by `merge_pending`
 UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
+ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
 _POOL: ProcessPoolExecutor | None = None
 _THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
@@ -60,9 +61,6 @@ def admission_pool() -> ProcessPoolExecutor | None:
         _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
                                     initializer=background_worker, initargs=(ADMISSION_NICE,))
     return _POOL
-
-
-ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
 
 
 @dataclass
@@ -116,7 +114,14 @@ class Node:
         self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
         self.changed = trio.Event()  # set (and replaced) whenever the store changed
         self.generation = 0  # bumped by every change to the store
-        self.unmerged: set[str] = set()  # stored by a bulk sync, not merged yet (`merge_pending`)
+        # stored by a bulk sync, not merged yet (`merge_pending`); after a crash, found again in the
+        # store (looked for only when it says a sync was stopped) and merged in the first gossip round
+        self.unmerged: set[str] = set()
+        if not readonly and self.store.meta(UNMERGED_META):
+            self.unmerged.update(self.store.unmerged_subjects())
+            if not self.unmerged:
+                with self.store.transaction():
+                    self.store.set_meta(UNMERGED_META, "")
         self._data_version, self._next_check = self.store.data_version(), 0.0
         self.metrics.refresh_store(self.store)
 
@@ -279,22 +284,6 @@ class Node:
             done += len(chunk)
             await trio.sleep(0)
         return done
-
-    async def recover_unmerged(self) -> None:
-        """At start: merge what a bulk sync stored and a crash left unmerged."""
-        if not self.store.meta(UNMERGED_META):
-            return
-        try:
-            self.unmerged.update(self.store.unmerged_subjects())
-            n = await self.merge_pending("recovery")
-            if not n:
-                with self.store.transaction():
-                    self.store.set_meta(UNMERGED_META, "")
-        except StoreError as exc:
-            self.metrics.store_errors.inc()
-            log.error("store: %s (subjects left unmerged by a stopped sync are merged at the next sync)", exc)
-            return
-        log.info("merged %d subjects a stopped sync had left unmerged", n)
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
