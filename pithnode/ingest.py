@@ -159,11 +159,11 @@ def _store_admitted(
     only the rejections) when nothing was admitted for an unknown subject."""
     for r in result.rejected:
         store.add_rejection(pn, r.get("event_id"), r["reason"], r["detail"], result.source, now)
-    if not events and store.subject(pn) is None:
-        return None
-    subject_id = store.ensure_subject(pn)
     had = store.subject(pn)
-    was_empty = had is not None and had.event_count == 0 and had.state_sha256 is None
+    if not events and had is None:
+        return None
+    subject_id = had.id if had is not None else store.ensure_subject(pn)
+    was_empty = had is None or (had.event_count == 0 and had.state_sha256 is None)
     needed = {e["signer"]["public_key_fingerprint"] for e in events}
     for e in events:  # the registry key that signed a record's receipt
         if e["event_type"] == "record_created" and isinstance(e.get("payload"), dict):

@@ -451,7 +451,8 @@ async def bench_footprint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 pss = {"serving": 0.0, "syncing": 0.0}
                 async with httpx.AsyncClient(timeout=30) as client:
                     with trio.fail_after(4 * 3600):
-                        while (await client.get(f"{peer_url}/healthz")).json()["events"] < n:
+                        while (h := (await client.get(f"{peer_url}/healthz")).json())["events"] < n or \
+                                h["unmerged_subjects"]:  # synced: every event stored and merged
                             for k, p in (("serving", proc.pid), ("syncing", peer_proc.pid)):
                                 pss[k] = max(pss[k], pss_mb(p))
                             await trio.sleep(0.5)

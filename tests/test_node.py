@@ -265,9 +265,10 @@ def test_bulk_admission_workers_yield_the_cpu_to_readers():
     assert pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60) == min(19, mine + ADMISSION_NICE)
 
 
-async def test_a_far_behind_node_catches_up_in_bounded_exchanges_and_merges_once(tmp_path: Path, monkeypatch):
-    """Exchanges of at most MAX_NEED events, stored APPLY_BATCH at a time, every
-    subject merged once at the end: the states equal the source's."""
+async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_once(tmp_path: Path, monkeypatch):
+    """One reconciliation over one snapshot of the set, its ids fetched MAX_NEED
+    at a time, stored APPLY_BATCH at a time, every subject merged once at the
+    end: the states equal the source's."""
     from pithnode.node import peer as peer_mod
 
     from pithnode.core import reconcile
@@ -277,19 +278,27 @@ async def test_a_far_behind_node_catches_up_in_bounded_exchanges_and_merges_once
     monkeypatch.setattr(peer_mod, "APPLY_BATCH", 15)
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
         subjects = [await seed(a, 2000 + i, 30) for i in range(6)]
-        exchanges = 0
-        real_exchange = b.peers._exchange
+        batches: list[int] = []
+        real_fetch, real_keys = b.peers._fetch, b.node.store.event_keys
+        sets_built = 0
 
-        async def counted(url: str, fresh: bool = False):
-            nonlocal exchanges
-            exchanges += 1
-            return await real_exchange(url, fresh)
+        async def counted(url: str, ids: list[str]) -> int:
+            batches.append(len(ids))
+            return await real_fetch(url, ids)
 
-        monkeypatch.setattr(b.peers, "_exchange", counted)
+        def counted_keys():  # type: ignore[no-untyped-def]
+            nonlocal sets_built
+            sets_built += 1
+            return real_keys()
+
+        monkeypatch.setattr(b.peers, "_fetch", counted)
+        monkeypatch.setattr(b.node.store, "event_keys", counted_keys)
         fetched, _ = await b.peers.sync_with(a.url)
         assert fetched == a.node.store.event_count() == b.node.store.event_count() == 180
-        assert exchanges >= 180 // 40 and not b.node.unmerged and b.node.store.unmerged_subjects() == []
+        assert len(batches) >= 180 // 40 and max(batches) < 40 + 20 and sum(batches) == 180
+        assert sets_built == 1 and not b.node.unmerged and b.node.store.unmerged_subjects() == []
         assert b.node.store.meta("unmerged") == ""
+        assert (await get_json(f"{b.url}/healthz"))[1] == {"ok": True, "events": 180, "unmerged_subjects": 0}
         for pn, _evs in subjects:
             assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256
             status, bundle = await get_json(f"{b.url}/pith/{pn.rsplit(':', 1)[1]}/bundle.json")
@@ -319,3 +328,43 @@ async def test_subjects_a_stopped_sync_left_unmerged_are_merged_at_start(tmp_pat
                 await trio.sleep(0.05)
         status, state = await get_json(f"{a.url}/pith/{pn.rsplit(':', 1)[1]}/state.json")
         assert status == 200 and state["event_count"] == 20 and a.node.store.meta("unmerged") == ""
+
+
+async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: Path, monkeypatch):
+    """A peer whose reconciliation never settles, or that names events it then
+    will not serve, costs a bounded number of round trips, and nothing is stored."""
+    import os
+
+    from pithnode.core import reconcile
+    from pithnode.node import peer as peer_mod
+
+    monkeypatch.setattr(reconcile, "MAX_REPLY_IDS", 20)
+    monkeypatch.setattr(peer_mod, "MAX_NEED", 30)
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        for i in range(10):
+            await seed(a, 2100 + i, 30)
+        await seed(b, 2200, 30)
+        honest = a.peers.handle
+
+        async def never_settles(kind: str, body: bytes, client: str) -> bytes:
+            if kind != "reconcile":
+                return await honest(kind, body, client)
+            noise = reconcile.Range(reconcile._INF, reconcile.FINGERPRINT, fingerprint=os.urandom(reconcile.FP_BYTES))
+            return peer_mod.encode({"v": 1, "msg": reconcile.encode([noise])})
+
+        monkeypatch.setattr(a.peers, "handle", never_settles)
+        before = b.peers.wire["requests"]
+        assert await b.peers.sync_with(a.url) == (0, 0)
+        assert b.peers.wire["requests"] - before <= peer_mod.MAX_IDLE_ROUNDS + 2
+
+        async def withholds(kind: str, body: bytes, client: str) -> bytes:
+            if kind == "events":
+                return peer_mod.encode({"v": 1, "events": [], "keys": []})
+            return await honest(kind, body, client)
+
+        monkeypatch.setattr(a.peers, "handle", withholds)
+        before = b.peers.wire["requests"]
+        fetched, _pushed = await b.peers.sync_with(a.url)
+        rounds = b.peers.wire["requests"] - before
+        assert fetched == 0 and b.node.store.event_count() == 30
+        assert rounds <= 8  # stopped at the first batch that brought nothing, not after 300 / 20 rounds

@@ -166,7 +166,9 @@ async def test_front_processes_serve_what_the_node_holds(tmp_path: Path):
             r = await client.post(f"{url}/peer/v1/push", content=body)
             assert r.status_code == 200 and msgpack.unpackb(r.content)["admitted"] == 20
             assert (await client.get(url + "/healthz")).json()["events"] == 20
-            assert "pithnode_events_admitted_total 20.0" in (await client.get(url + "/metrics")).text
+            metrics = (await client.get(url + "/metrics")).text
+            assert "pithnode_events_admitted_total 20.0" in metrics  # the gauges read the store when scraped:
+            assert "pithnode_events_stored 20.0" in metrics and "pithnode_subjects 1.0" in metrics
             assert "pithnode" in (await client.get(url + "/")).text
             ring = KeyRing()
             for k in keys:

@@ -40,9 +40,10 @@ MAX_IDS = 5_000  # per events request
 MAX_EVENTS = 2_000  # per push or events answer
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
-MAX_ROUNDS = 64  # each reply is capped (a few MB), so a far-behind node needs many
+MAX_ROUNDS = 1_000  # a reply lists at most 50k ids (core/reconcile.py): enough for 50M events apart
+MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes ~log16(n) of them
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
-MAX_NEED = 50_000  # events fetched per exchange: a far-behind node runs several (bounded memory)
+MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
 SET_MAX_AGE = 2.0  # seconds a reconciliation set may lag the store on a busy node
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
@@ -121,13 +122,13 @@ class PeerService:
             self.peers[url] = PeerState(url)
             log.info("peer added: %s", url)
 
-    def reconcile_set(self, fresh: bool = False) -> ReconcileSet:
+    def reconcile_set(self) -> ReconcileSet:
         """Our events as a reconciliation set, rebuilt from the store when it
-        changed, at most every SET_MAX_AGE seconds on a busy node (unless `fresh`):
+        changed, at most every SET_MAX_AGE seconds on a busy node:
         a slightly stale set only defers a difference to the next round (pushes
         carry new events at once anyway)."""
         now = trio.current_time()
-        if self._set is None or (self._set[0] != self.node.generation and (fresh or now - self._set[1] >= SET_MAX_AGE)):
+        if self._set is None or (self._set[0] != self.node.generation and now - self._set[1] >= SET_MAX_AGE):
             self._set = None  # freed before the new one is built: two sets at once doubled the peak memory
             self._set = (self.node.generation, now, ReconcileSet(self.node.store.event_keys(), presorted=True))
         return self._set[2]
@@ -158,10 +159,9 @@ class PeerService:
 
     def events_payload(self, ids: Iterable[str]) -> dict[str, Any]:
         ids = list(ids)
-        rows = self.node.store.events_by_id(ids)
-        fps = self.node.store.signers_of(ids)
+        bodies, fps = self.node.store.bodies_and_signers(ids)
         ring = self.node.ring()
-        return {"events": [body for _pn, body in rows], "keys": ring.entries(fps & set(ring))}
+        return {"events": bodies, "keys": ring.entries(fps & set(ring))}
 
     async def accept_push(self, msg: dict[str, Any], client: str) -> dict[str, Any]:
         origin = msg.get("from") if isinstance(msg.get("from"), str) else None
@@ -203,56 +203,61 @@ class PeerService:
         return decode(b"".join(chunks), self.max_message_bytes)
 
     async def sync_with(self, url: str) -> tuple[int, int]:
-        """Reconcile with one peer: fetch what we lack, push what it lacks; a node
-        far behind runs exchanges of up to MAX_NEED events until it has caught up.
-        Fetched events are stored as they come and each touched subject is merged
-        once, at the end (readers see them then). Returns (events fetched, pushed)."""
-        fetched = pushed = 0
-        more, first = True, True
-        while more:
-            f, p, capped = await self._exchange(url, fresh=not first)
-            fetched, pushed, first = fetched + f, pushed + p, False
-            more = capped and f > 0  # stop when a peer's answers bring nothing new (bad events)
-        await self.node.merge_pending(f"peer {url}")
-        return fetched, pushed
+        """Reconcile with one peer: fetch what we lack, push what it lacks.
 
-    async def _exchange(self, url: str, fresh: bool = False) -> tuple[int, int, bool]:
-        rec = Reconciler(self.reconcile_set(fresh))  # fresh: with what the previous exchange fetched
+        One reconciliation over one snapshot of our set, however far apart the
+        two sides are: whenever MAX_NEED ids are learned they are fetched (or
+        pushed) before it goes on, so memory stays bounded and nothing is
+        rebuilt (rebuilding the set per batch made a 1M-event sync quadratic).
+        Fetched events are stored as they come and each touched subject is
+        merged once, at the end (readers see them then). Returns (fetched, pushed)."""
+        rec = Reconciler(self.reconcile_set())
         msg: bytes | None = rec.initiate()
-        capped = False
+        fetched = pushed = idle = 0
         for _round in range(MAX_ROUNDS):
             reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
             if reply is None:
                 break
+            learned = len(rec.need) + len(rec.have)
             msg = rec.reconcile(reply)
-            if msg is None:
+            idle = idle + 1 if len(rec.need) + len(rec.have) == learned else 0
+            if msg is None or idle > MAX_IDLE_ROUNDS:
                 break
             if len(rec.need) >= MAX_NEED:
-                capped = True
-                break
-        have, need = rec.have, rec.need
+                need, rec.need = rec.need, set()
+                got = await self._fetch(url, sorted(need))
+                if not got:  # the peer names events it will not serve (or only bad ones): stop here
+                    break
+                fetched += got
+            if len(rec.have) >= MAX_NEED:
+                have, rec.have = rec.have, set()
+                pushed += await self.push_to(url, sorted(have))
+        fetched += await self._fetch(url, sorted(rec.need))
+        pushed += await self.push_to(url, sorted(rec.have))
+        await self.node.merge_pending(f"peer {url}")
+        return fetched, pushed
+
+    async def _fetch(self, url: str, ids: list[str]) -> int:
+        """Fetch these events from the peer and store them, unmerged. Admission
+        of each answer starts in the worker processes at once while the next is
+        fetched; one commit per APPLY_BATCH events. Returns how many were new."""
         fetched = 0
-        needed = sorted(need)
-        del rec, need
-        # Admission of each answer starts in the worker processes at once while
-        # the next is fetched; stored in one commit per APPLY_BATCH events.
         started: list[Any] = []
         started_n = 0
         all_keys: dict[str, Any] = {}
-        for i in range(0, len(needed), MAX_EVENTS):
-            answer = await self.post(url, "events", {"ids": needed[i : i + MAX_EVENTS]})
+        for i in range(0, len(ids), MAX_EVENTS):
+            answer = await self.post(url, "events", {"ids": ids[i : i + MAX_EVENTS]})
             raw, keys = parse_events(answer)
             all_keys.update((str(k.get("fingerprint_sha256_hex")), k) for k in keys)
             started += self.node.start_admission(raw, keys)
             started_n += len(raw)
-            if started_n >= APPLY_BATCH or i + MAX_EVENTS >= len(needed):
+            if started_n >= APPLY_BATCH or i + MAX_EVENTS >= len(ids):
                 results, _unreadable = await self.node.apply_admitted(started, list(all_keys.values()),
                                                                       source=f"peer {url}", origin_peer=url,
                                                                       merge=False)
                 fetched += sum(len(r.new_event_ids) for r in results)
                 started, started_n = [], 0
-        pushed = await self.push_to(url, sorted(have))
-        return fetched, pushed, capped
+        return fetched
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
         sent = 0

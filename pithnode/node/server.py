@@ -235,7 +235,8 @@ class App:
             node.metrics.peers_up.set(sum(1 for p in self.peer.peers.values() if p.healthy))
             return 200, [(b"content-type", b"text/plain; version=0.0.4")], node.metrics.exposition()
         if route == "healthz":
-            return 200, [(b"content-type", b"application/json")], _json({"ok": True, "events": store.event_count()})
+            return 200, [(b"content-type", b"application/json")], _json(
+                {"ok": True, "events": store.event_count(), "unmerged_subjects": len(node.unmerged)})
         return node.cached("*", "status", lambda: status_page(node, self.peer), "text/html; charset=utf-8")
 
 

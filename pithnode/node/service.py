@@ -123,7 +123,7 @@ class Node:
                 with self.store.transaction():
                     self.store.set_meta(UNMERGED_META, "")
         self._data_version, self._next_check = self.store.data_version(), 0.0
-        self.metrics.refresh_store(self.store)
+        self.metrics.watch_store(self.store)
 
     def close(self) -> None:
         self.store.close()
@@ -299,7 +299,6 @@ class Node:
             log.warning("rejected event %s", json.dumps({"subject": result.pith_number, "source": result.source, **r}))
         if result.new_event_ids or result.rejected:
             self._touched([result.pith_number])
-            m.refresh_store(self.store)
         if result.new_event_ids:
             self.outbox.put(result.new_event_ids, origin)
         for eq in result.new_equivocations:
