@@ -111,6 +111,11 @@ def node_ring(store: Store, trusted: KeyRing) -> KeyRing:
     return trusted.merged(store.key_ring())
 
 
+def ingest_ring(store: Store, trusted: KeyRing, key_entries: list[Any]) -> KeyRing:
+    """The keys loose events are admitted with: ours and the ones they came with."""
+    return node_ring(store, trusted).merged(KeyRing.from_entries(key_entries))
+
+
 def _title(state: Mapping[str, Any]) -> str | None:
     for snap in reversed(state["current"]["graph_snapshots"]):
         paper = snap["payload"].get("graph_snapshot", {}).get("paper")
@@ -241,7 +246,7 @@ def ingest_bundle(
         source_merge_sha256=report.state["state_sha256"] if report.state else None,
         problems=list(report.problems),
     )
-    ring = node_ring(store, trusted).merged(KeyRing.from_entries(bundle.get("public_keys") or []))
+    ring = ingest_ring(store, trusted, bundle.get("public_keys") or [])
     with store.transaction():
         _store_admitted(store, pn, report.events, report.bodies, ring, registry, result, now, report.state, quotas,
                         state_bytes)
@@ -315,11 +320,13 @@ def merge_subject(store: Store, pith_number: str, trusted: KeyRing, registry: fr
 def ingest_events(
     store: Store, pith_number: str, objs: list[Any], key_entries: list[Any], *, source: str | None,
     trusted: KeyRing, registry: frozenset[str], now: str, admissions: list[Admission] | None = None,
-    quotas: Quotas | None = None, merge: bool = True,
+    quotas: Quotas | None = None, merge: bool = True, ring: KeyRing | None = None,
 ) -> IngestResult:
     """Admit loose events for one subject (gossip, an events list) and apply them.
-    `admissions` may be computed beforehand (off the event loop) with the same keys."""
-    ring = node_ring(store, trusted).merged(KeyRing.from_entries(key_entries))
+    `admissions` may be computed beforehand (off the event loop) with the same keys;
+    `ring`, the store's keys with `key_entries`, too (once for a batch of subjects)."""
+    if ring is None:
+        ring = ingest_ring(store, trusted, key_entries)
     if admissions is None:
         admissions = [admit(o, pith_number, ring) for o in objs]
     seen: set[str] = set()

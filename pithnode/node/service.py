@@ -34,7 +34,7 @@ from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
 from ..ingest import (
     IngestError, IngestResult, Quotas, admit_raw, background_worker, ingest_bundle, ingest_events, merge_subject,
-    node_ring,
+    ingest_ring, node_ring,
 )
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
@@ -242,9 +242,10 @@ class Node:
         trusted = self.trusted.merged(self.identity.ring())
         now = self.now()
         with self.store.transaction():
+            ring = ingest_ring(self.store, trusted, keys)
             results = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
                                      registry=self.registry, now=now, admissions=adms, quotas=self.quotas,
-                                     merge=merge)
+                                     merge=merge, ring=ring)
                        for pn, (objs, adms) in by_subject.items()]
             pending = {r.pith_number for r in results if r.merge_pending}
             if pending and not self.unmerged:  # a crash before `merge_pending` ends is repaired at start
