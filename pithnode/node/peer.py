@@ -124,9 +124,9 @@ class PeerService:
 
     def reconcile_set(self) -> ReconcileSet:
         """Our events as a reconciliation set, rebuilt from the store when it
-        changed, at most every SET_MAX_AGE seconds on a busy node:
-        a slightly stale set only defers a difference to the next round (pushes
-        carry new events at once anyway)."""
+        changed, at most every SET_MAX_AGE seconds on a busy node: a slightly
+        stale set only defers a difference to the next round (pushes carry new
+        events at once anyway)."""
         now = trio.current_time()
         if self._set is None or (self._set[0] != self.node.generation and now - self._set[1] >= SET_MAX_AGE):
             self._set = None  # freed before the new one is built: two sets at once doubled the peak memory
