@@ -229,12 +229,88 @@ def test_events_stored_without_merge_stay_hidden_until_their_subject_is_merged(e
     assert_states_are_fresh_merges(store, cfg)
 
 
+def back_to_schema_5(db: Path) -> None:
+    """Rewrite a store's events table as schema 5 had it: found by a UNIQUE text id, no key."""
+    import apsw
+
+    c = apsw.Connection(str(db))
+    c.execute("""
+        CREATE TABLE events_v5(seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,
+            subject_id INTEGER NOT NULL REFERENCES subjects(id), created_at TEXT NOT NULL, event_type TEXT NOT NULL,
+            signer_fp TEXT NOT NULL, body BLOB NOT NULL, source TEXT, received_at TEXT NOT NULL);
+        INSERT INTO events_v5 SELECT seq, event_id, subject_id, created_at, event_type, signer_fp, body, source,
+            received_at FROM events;
+        DROP TABLE events;
+        ALTER TABLE events_v5 RENAME TO events;
+        CREATE INDEX events_by_subject ON events(subject_id, created_at, event_id);
+        CREATE INDEX events_by_order ON events(created_at, event_id);
+        CREATE INDEX events_by_signer ON events(subject_id, signer_fp);
+        CREATE INDEX events_by_type ON events(event_type);
+        PRAGMA user_version=5""")
+    c.close()
+
+
+def test_schema_5_store_upgrades_to_the_compact_event_key_and_gives_the_old_pages_back(tmp_path: Path):
+    cfg = config(tmp_path)
+    subjects = [synthetic_subject(REG, 40 + i, 30, MIRRORS) for i in range(10)]
+    keys = [m.entry() for m in MIRRORS]
+    with Store(cfg.db_path) as store:
+        for pn, evs in subjects:
+            ingest_events(store, pn, evs, keys, source="a", trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
+        before = table_dump(store)
+        seqs = list(store.db.execute("SELECT seq, event_id FROM events ORDER BY seq"))
+    back_to_schema_5(cfg.db_path)
+    with pytest.raises(StoreError, match="needs a schema upgrade"):
+        Store(cfg.db_path, readonly=True)
+    size_v5 = cfg.db_path.stat().st_size
+
+    with Store(cfg.db_path) as store:  # read-write: upgrades
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert table_dump(store) == before and store.integrity_check() == ["ok"]
+        assert list(store.db.execute("SELECT seq, event_id FROM events ORDER BY seq")) == seqs  # merged_seq still holds
+        assert store.db.execute("PRAGMA freelist_count").fetchone()[0] < 8  # compacted after the rewrite
+        ids = [eid for _seq, eid in seqs]
+        assert store.known_event_ids(ids + ["sha256:" + "0" * 64, "junk"]) == set(ids)
+        pn, evs = subjects[3]
+        again = ingest_events(store, pn, evs, keys, source="b", trusted=cfg.trusted_ring(), registry=cfg.registry,
+                              now=NOW)
+        assert again.new_event_ids == [] and again.known == 30 and store.event_count() == 300
+        assert_states_are_fresh_merges(store, cfg)
+    assert cfg.db_path.stat().st_size <= size_v5
+
+
+def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
+    """The key is 8 bytes of the hash: ids that share it (an attacker can make such
+    pairs) are separate events, and a lookup never answers for the other one."""
+    from pithnode.store import NewEvent, event_key
+
+    store, _cfg = env
+    prefix = "sha256:" + "ab" * 8
+    a, b, c = (prefix + x * 48 for x in "123")
+    assert event_key(a) == event_key(b) == event_key(c)
+    assert event_key("sha256:xyz") is None and event_key("md5:" + "0" * 67) is None
+    body = b'{"x":1}'
+    with store.transaction():
+        sid = store.ensure_subject("pith:2026:AAAAAAAAAAAAAAAAAAAAAAAAAA")
+        new = store.add_events(sid, [NewEvent(a, NOW, "t", "fp", body), NewEvent(b, NOW, "t", "fp", body),
+                                     NewEvent(a, NOW, "t", "fp2", body)], "s", NOW)
+    assert new == [a, b] and store.event_count() == 2
+    assert store.known_event_ids([a, b, c]) == {a, b}
+    assert store.known_event_ids([c]) == set()
+    assert store.event_sources([b, c]) == {b: "s"}
+    assert [fp for _eid, fp in store.db.execute("SELECT event_id, signer_fp FROM events WHERE event_id=?", (a,))] == ["fp"]
+    with pytest.raises(ValueError, match="not an event id"):
+        with store.transaction():
+            store.add_events(sid, [NewEvent("sha256:short", NOW, "t", "fp", body)], "s", NOW)
+
+
 def test_schema_4_store_upgrades_with_every_held_event_visible(tmp_path: Path):
     import apsw
 
     cfg = config(tmp_path)
     with Store(cfg.db_path) as store:
         res = ingest(store, cfg, parse_bundle(REAL_BUNDLE.read_bytes()))
+    back_to_schema_5(cfg.db_path)
     c = apsw.Connection(str(cfg.db_path))  # back to schema 4: no merged_seq
     c.execute("ALTER TABLE subjects DROP COLUMN merged_seq; PRAGMA user_version=4")
     c.close()
