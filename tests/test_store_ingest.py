@@ -266,6 +266,9 @@ def test_schema_5_store_upgrades_to_the_compact_event_key_and_gives_the_old_page
 
     with Store(cfg.db_path) as store:  # read-write: upgrades
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        schema = "SELECT type, name, sql FROM sqlite_schema ORDER BY name"
+        with Store(tmp_path / "fresh.sqlite3") as fresh:
+            assert list(store.db.execute(schema)) == list(fresh.db.execute(schema))  # as if created today
         assert table_dump(store) == before and store.integrity_check() == ["ok"]
         assert list(store.db.execute("SELECT seq, event_id FROM events ORDER BY seq")) == seqs  # merged_seq still holds
         assert store.db.execute("PRAGMA freelist_count").fetchone()[0] < 8  # compacted after the rewrite
