@@ -292,6 +292,8 @@ def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
     a, b, c = (prefix + x * 48 for x in "123")
     assert event_key(a) == event_key(b) == event_key(c)
     assert event_key("sha256:xyz") is None and event_key("md5:" + "0" * 67) is None
+    assert event_key("sha256:+" + "0" * 63) is None and event_key("sha256:0_" + "0" * 62) is None
+    assert event_key("sha256:" + "0" * 64) == -(1 << 63) and event_key("sha256:" + "f" * 64) == (1 << 63) - 1
     body = b'{"x":1}'
     with store.transaction():
         sid = store.ensure_subject("pith:2026:AAAAAAAAAAAAAAAAAAAAAAAAAA")
