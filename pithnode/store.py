@@ -196,7 +196,7 @@ MIGRATIONS: list[str] = [
     # events_by_subject (with the 71-byte id) and events_by_signer; one compact
     # index serves both uses (signer counts and chain heads seek in it; a subject's
     # events are sorted on reading, ~50 rows). Store cost of a simulated 1M-event
-    # sync, last 100k: 98 -> 71 us per event (docs/PERFORMANCE.md).
+    # sync, last 100k: 98 -> 71-79 us per event (docs/PERFORMANCE.md).
     """
     DROP INDEX events_by_subject;
     DROP INDEX events_by_signer;
