@@ -381,7 +381,7 @@ def admit_raw(raw: list[bytes], key_entries: list[dict[str, Any]], max_bytes: in
         adm = admit(ev, subject, ring)  # type: ignore[arg-type]
         claimed = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
         if adm.body is not None:
-            adm = replace(adm, body=pack(adm.body))  # deflated for the store here, off the main process
+            adm = replace(adm, body=pack(adm.body))  # compressed for the store here, off the main process
         out.append((subject, adm, _light(ev) if adm.admitted else {"event_id": claimed}))
     return out
 
@@ -423,7 +423,7 @@ def _worker_check(data: bytes) -> tuple[dict[str, Any], BundleReport] | str:
         return str(exc)
     report = check_bundle(bundle, ring, registry)
     report.admission = [replace(a, body=None) for a in report.admission]  # bodies travel once, in report.bodies
-    report.bodies = [pack(b) for b in report.bodies]  # deflated here, on a worker's core
+    report.bodies = [pack(b) for b in report.bodies]  # compressed here, on a worker's core
     report.events = [_light(e) for e in report.events]  # storing needs these fields; the bytes are in bodies
     objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
     slim = {k: bundle.get(k) for k in ("pith_number", "built_at", "public_keys")}

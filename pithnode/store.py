@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -21,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import zstandard
 
 from .core.keys import KeyRing
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Each entry upgrades the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -202,6 +204,10 @@ MIGRATIONS: list[str] = [
     DROP INDEX events_by_signer;
     CREATE INDEX events_by_subject ON events(subject_id, signer_fp, created_at, key);
     """,
+    # 8: documents are written zstd-compressed (see `pack`); zlib rows stay as they
+    # are and remain readable. No table changes: the version is raised so that an
+    # older pithnode, which cannot read zstd rows, refuses the store.
+    "",
 ]
 
 
@@ -238,21 +244,42 @@ _SUBJECT_COLS = (
 )
 
 
+_codecs = threading.local()  # zstandard's (de)compressors are not thread-safe; made once per thread
+
+
+def _codec() -> Any:
+    try:
+        return _codecs.pair
+    except AttributeError:
+        _codecs.pair = (zstandard.ZstdCompressor(level=1), zstandard.ZstdDecompressor())
+        return _codecs.pair
+
+
 def pack(doc: bytes) -> bytes:
-    """JSON documents are stored deflated (a third of their size, and rows of
-    ~1.5 KB otherwise leave a quarter of every page empty). The exact bytes come
-    back out: canonical JSON starts with "{", a zlib stream never does, so rows
-    written before this remain readable as they are, and a document packed
+    """JSON documents are stored compressed (zstd: under half their size, and
+    rows of ~1.5 KB otherwise leave a quarter of every page empty). A reused
+    zstd compressor takes ~6 us for a 1.3 KB event where zlib took ~40 us, most
+    of it zlib's stream set-up. The exact bytes come back out: canonical JSON
+    starts with "{", a compressed document never does, so a document packed
     already (by an admission worker, off the main process) is kept as it is."""
-    return zlib.compress(doc, 1) if doc[:1] == b"{" else doc
+    return _codec()[0].compress(doc) if doc[:1] == b"{" else doc
 
 
 _pack = pack
 
 
 def _unpack(stored: bytes) -> bytes:
+    """A stored document: zstd (schema 8 on), zlib (rows written before schema 8
+    are kept as they are) or plain canonical JSON (rows of the first versions)."""
     data = bytes(stored)
-    return data if data[:1] == b"{" else zlib.decompress(data)
+    if data[:1] == b"{":
+        return data
+    if data[:4] == _ZSTD_MAGIC:
+        return _codec()[1].decompress(data)
+    return zlib.decompress(data)
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def event_key(event_id: str) -> int | None:

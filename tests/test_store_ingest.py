@@ -282,6 +282,41 @@ def test_schema_5_store_upgrades_to_the_compact_event_key_and_gives_the_old_page
     assert cfg.db_path.stat().st_size <= size_v5
 
 
+def test_zlib_rows_of_a_schema_7_store_read_the_same_after_the_upgrade_and_new_rows_are_zstd(tmp_path: Path):
+    """Schema 8 writes zstd; the rows earlier versions deflated are not rewritten,
+    and must come back byte for byte."""
+    import zlib
+
+    import apsw
+    import zstandard
+
+    cfg = config(tmp_path)
+    subjects = [synthetic_subject(REG, 60 + i, 20, MIRRORS) for i in range(4)]
+    keys = [m.entry() for m in MIRRORS]
+    with Store(cfg.db_path) as store:
+        for pn, evs in subjects[:3]:
+            ingest_events(store, pn, evs, keys, source="a", trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
+        bodies = {pn: store.event_bodies(store.subject(pn).id) for pn, _ in subjects[:3]}
+        states = {pn: store.state_bytes(pn) for pn, _ in subjects[:3]}
+    c = apsw.Connection(str(cfg.db_path))  # as schema 7 wrote them: zlib
+    c.create_scalar_function("as_zlib", lambda b: zlib.compress(zstandard.ZstdDecompressor().decompress(b), 1), 1)
+    c.execute("UPDATE events SET body=as_zlib(body); UPDATE subjects SET state=as_zlib(state) WHERE state IS NOT NULL;"
+              "PRAGMA user_version=7")
+    assert {bytes(b)[:1] for (b,) in c.execute("SELECT body FROM events")} == {b"\x78"}
+    c.close()
+
+    with Store(cfg.db_path) as store:
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert {pn: store.event_bodies(store.subject(pn).id) for pn, _ in subjects[:3]} == bodies
+        assert {pn: store.state_bytes(pn) for pn, _ in subjects[:3]} == states
+        pn, evs = subjects[3]
+        ingest_events(store, pn, evs, keys, source="a", trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
+        sid = store.subject(pn).id
+        new = {bytes(b)[:4] for (b,) in store.db.execute("SELECT body FROM events WHERE subject_id=?", (sid,))}
+        assert new == {b"\x28\xb5\x2f\xfd"}  # the zstd frame's magic
+        assert_states_are_fresh_merges(store, cfg)
+
+
 def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
     """The key is 8 bytes of the hash: ids that share it (an attacker can make such
     pairs) are separate events, and a lookup never answers for the other one."""
