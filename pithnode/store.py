@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import apsw
 import zstandard
@@ -229,8 +229,7 @@ class Subject:
     updated_at: str | None
 
 
-@dataclass(frozen=True)
-class NewEvent:
+class NewEvent(NamedTuple):  # a tuple: made per stored event, ~4x cheaper than a frozen dataclass
     event_id: str
     created_at: str
     event_type: str

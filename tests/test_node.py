@@ -276,11 +276,26 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
     monkeypatch.setattr(reconcile, "MAX_REPLY_IDS", 20)  # a reply lists 20 ids: many rounds, as at 1M events
     monkeypatch.setattr(peer_mod, "MAX_NEED", 40)
     monkeypatch.setattr(peer_mod, "APPLY_BATCH", 15)
+    monkeypatch.setattr(peer_mod, "MAX_EVENTS", 5)  # events per answer: three answers per commit
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
         subjects = [await seed(a, 2000 + i, 30) for i in range(6)]
         batches: list[int] = []
         real_fetch, real_keys = b.peers._fetch, b.node.store.event_keys
         sets_built = 0
+        steps: list[tuple[str, int]] = []  # ("start", events) per answer, ("apply", events) per commit
+        real_start, real_apply = b.node.start_admission, b.node.apply_admitted
+
+        def start(raw, keys):  # type: ignore[no-untyped-def]
+            steps.append(("start", len(raw)))
+            return real_start(raw, keys)
+
+        async def apply(futures, keys, **kw):  # type: ignore[no-untyped-def]
+            results, unreadable = await real_apply(futures, keys, **kw)
+            steps.append(("apply", sum(len(r.new_event_ids) for r in results)))
+            return results, unreadable
+
+        monkeypatch.setattr(b.node, "start_admission", start)
+        monkeypatch.setattr(b.node, "apply_admitted", apply)
 
         async def counted(url: str, ids: list[str]) -> int:
             batches.append(len(ids))
@@ -297,6 +312,12 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
         assert fetched == a.node.store.event_count() == b.node.store.event_count() == 180
         assert len(batches) >= 180 // 40 and max(batches) < 40 + 20 and sum(batches) == 180
         assert sets_built == 1 and not b.node.unmerged and b.node.store.unmerged_subjects() == []
+        # A full batch is committed only once the next batch's admission has started
+        # (the workers stay busy while this process stores): 15 + 15 started, then a commit of 15.
+        first_apply = steps.index(("apply", 15))
+        assert sum(n for kind, n in steps[:first_apply] if kind == "start") == 30
+        assert [n for kind, n in steps if kind == "apply"][:2] == [15, 15]
+        assert sum(n for kind, n in steps if kind == "apply") == 180
         assert b.node.store.meta("unmerged") == ""
         assert (await get_json(f"{b.url}/healthz"))[1] == {"ok": True, "events": 180, "unmerged_subjects": 0}
         for pn, _evs in subjects:

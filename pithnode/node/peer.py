@@ -240,23 +240,32 @@ class PeerService:
     async def _fetch(self, url: str, ids: list[str]) -> int:
         """Fetch these events from the peer and store them, unmerged. Admission
         of each answer starts in the worker processes at once while the next is
-        fetched; one commit per APPLY_BATCH events. Returns how many were new."""
+        fetched; one commit per APPLY_BATCH events. A batch is committed only once
+        the next one's admission has started, so the workers are not idle while
+        this process stores. Returns how many were new."""
         fetched = 0
-        started: list[Any] = []
+        batches: list[tuple[list[Any], dict[str, Any]]] = []  # admissions started, keys they came with
         started_n = 0
-        all_keys: dict[str, Any] = {}
+
+        async def apply(futures: list[Any], keys: dict[str, Any]) -> int:
+            results, _unreadable = await self.node.apply_admitted(futures, list(keys.values()), source=f"peer {url}",
+                                                                  origin_peer=url, merge=False)
+            return sum(len(r.new_event_ids) for r in results)
+
         for i in range(0, len(ids), MAX_EVENTS):
             answer = await self.post(url, "events", {"ids": ids[i : i + MAX_EVENTS]})
             raw, keys = parse_events(answer)
+            if not batches or started_n >= APPLY_BATCH:
+                batches.append(([], {}))
+                started_n = 0
+            futures, all_keys = batches[-1]
             all_keys.update((str(k.get("fingerprint_sha256_hex")), k) for k in keys)
-            started += self.node.start_admission(raw, keys)
+            futures += self.node.start_admission(raw, keys)
             started_n += len(raw)
-            if started_n >= APPLY_BATCH or i + MAX_EVENTS >= len(ids):
-                results, _unreadable = await self.node.apply_admitted(started, list(all_keys.values()),
-                                                                      source=f"peer {url}", origin_peer=url,
-                                                                      merge=False)
-                fetched += sum(len(r.new_event_ids) for r in results)
-                started, started_n = [], 0
+            if len(batches) > 1 and started_n >= APPLY_BATCH:
+                fetched += await apply(*batches.pop(0))
+        for batch in batches:
+            fetched += await apply(*batch)
         return fetched
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
