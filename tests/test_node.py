@@ -327,6 +327,37 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
             assert status == 200 and report.problems == [] and report.state_matches
 
 
+async def test_a_peer_failing_mid_sync_leaves_what_it_sent_stored(tmp_path: Path, monkeypatch):
+    """Batches are committed one behind the fetching: when the peer fails, the
+    answers it gave are stored all the same, and merged by the next gossip pass."""
+    from pithnode.node import peer as peer_mod
+
+    monkeypatch.setattr(peer_mod, "APPLY_BATCH", 15)
+    monkeypatch.setattr(peer_mod, "MAX_EVENTS", 5)
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        for i in range(3):
+            await seed(a, 2100 + i, 30)
+        real_post, answers = b.peers.post, 0
+
+        async def failing(url: str, kind: str, msg: dict) -> dict:  # type: ignore[type-arg]
+            nonlocal answers
+            if kind == "events":
+                answers += 1
+                if answers == 9:  # two batches of 15 started, one of them not committed yet
+                    raise peer_mod.PeerError("peer went away")
+            return await real_post(url, kind, msg)
+
+        monkeypatch.setattr(b.peers, "post", failing)
+        with pytest.raises(peer_mod.PeerError):
+            await b.peers.sync_with(a.url)
+        assert b.node.store.event_count() == 8 * 5
+        monkeypatch.setattr(b.peers, "post", real_post)
+        fetched, _ = await b.peers.sync_with(a.url)  # the rest, then every subject merged
+        assert fetched == 90 - 40 and b.node.store.unmerged_subjects() == []
+        for s in a.node.store.subjects():
+            assert b.node.store.subject(s.pith_number).state_sha256 == s.state_sha256
+
+
 async def test_subjects_a_stopped_sync_left_unmerged_are_merged_at_start(tmp_path: Path):
     from nodes import node_config
     from pithnode.ingest import ingest_events

@@ -52,6 +52,11 @@ class PeerError(Exception):
     """A peer's message we refuse: the text says why."""
 
 
+# What a peer (or the network to it) can make an exchange fail with; our own
+# store's faults (StoreError) are not among them.
+PEER_FAULTS = (FetchError, PeerError, ReconcileError, httpx.HTTPError, trio.TooSlowError, OSError)
+
+
 def encode(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
@@ -242,7 +247,8 @@ class PeerService:
         of each answer starts in the worker processes at once while the next is
         fetched; one commit per APPLY_BATCH events. A batch is committed only once
         the next one's admission has started, so the workers are not idle while
-        this process stores. Returns how many were new."""
+        this process stores; if the peer fails, what it sent is still stored.
+        Returns how many were new."""
         fetched = 0
         batches: list[tuple[list[Any], dict[str, Any]]] = []  # admissions started, keys they came with
         started_n = 0
@@ -253,8 +259,12 @@ class PeerService:
             return sum(len(r.new_event_ids) for r in results)
 
         for i in range(0, len(ids), MAX_EVENTS):
-            answer = await self.post(url, "events", {"ids": ids[i : i + MAX_EVENTS]})
-            raw, keys = parse_events(answer)
+            try:
+                raw, keys = parse_events(await self.post(url, "events", {"ids": ids[i : i + MAX_EVENTS]}))
+            except PEER_FAULTS:
+                for batch in batches:  # the peer failed: keep what it had already sent
+                    await apply(*batch)
+                raise
             if not batches or started_n >= APPLY_BATCH:
                 batches.append(([], {}))
                 started_n = 0
@@ -292,7 +302,7 @@ class PeerService:
         except StoreError as exc:  # our disk, not the peer: no back-off for it, just say so
             self.node.metrics.store_errors.inc()
             log.error("store: %s (exchange with %s abandoned; nothing half-stored)", exc, url)
-        except (FetchError, PeerError, ReconcileError, httpx.HTTPError, trio.TooSlowError, OSError) as exc:
+        except PEER_FAULTS as exc:
             state.healthy = False
             state.failures += 1
             state.last_error = str(exc)[:300] or type(exc).__name__
