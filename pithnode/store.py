@@ -273,9 +273,11 @@ def _unpack(stored: bytes) -> bytes:
     data = bytes(stored)
     if data[:1] == b"{":
         return data
-    if data[:4] == _ZSTD_MAGIC:
-        return _codec()[1].decompress(data)
-    return zlib.decompress(data)
+    try:
+        return _codec()[1].decompress(data) if data[:4] == _ZSTD_MAGIC else zlib.decompress(data)
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise StoreError(f"a stored document is corrupt ({exc}): the store file is damaged; "
+                         "see docs/OPERATIONS.md, 'Corrupt store'") from None
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

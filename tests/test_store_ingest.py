@@ -317,6 +317,29 @@ def test_zlib_rows_of_a_schema_7_store_read_the_same_after_the_upgrade_and_new_r
         assert_states_are_fresh_merges(store, cfg)
 
 
+def test_a_damaged_stored_document_is_a_store_error_naming_the_remedy(tmp_path: Path):
+    import apsw
+
+    cfg = config(tmp_path)
+    pn, evs = synthetic_subject(REG, 80, 10, MIRRORS)
+    with Store(cfg.db_path) as store:
+        ingest_events(store, pn, evs, [m.entry() for m in MIRRORS], source="a", trusted=cfg.trusted_ring(),
+                      registry=cfg.registry, now=NOW)
+    c = apsw.Connection(str(cfg.db_path))  # one zstd row and one zlib-looking row, damaged on disk
+    (first,) = c.execute("SELECT body FROM events ORDER BY seq LIMIT 1").fetchone()
+    c.execute("UPDATE events SET body=? WHERE seq=(SELECT min(seq) FROM events)", (bytes(first)[:9] + b"\0\xff\0\xff",))
+    c.execute("UPDATE events SET body=x'789c0102' WHERE seq=(SELECT max(seq) FROM events)")
+    c.close()
+    with Store(cfg.db_path) as store:
+        sid = store.subject(pn).id
+        with pytest.raises(StoreError, match="stored document is corrupt.*Corrupt store"):
+            store.event_bodies(sid)
+        (last,) = store.db.execute("SELECT event_id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        with pytest.raises(StoreError, match="stored document is corrupt"):
+            store.events_by_id([last])
+        assert store.state_bytes(pn) is not None  # the rest of the store still reads
+
+
 def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
     """The key is 8 bytes of the hash: ids that share it (an attacker can make such
     pairs) are separate events, and a lookup never answers for the other one."""
