@@ -229,7 +229,7 @@ class Subject:
     updated_at: str | None
 
 
-class NewEvent(NamedTuple):  # a tuple: made per stored event, ~4x cheaper than a frozen dataclass
+class NewEvent(NamedTuple):  # made per stored event: 0.33 us, a frozen dataclass 0.83 us
     event_id: str
     created_at: str
     event_type: str
@@ -244,9 +244,10 @@ _SUBJECT_COLS = (
 
 
 _codecs = threading.local()  # zstandard's (de)compressors are not thread-safe; made once per thread
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # how every zstd frame starts
 
 
-def _codec() -> Any:
+def _codec() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     try:
         return _codecs.pair
     except AttributeError:
@@ -278,9 +279,6 @@ def _unpack(stored: bytes) -> bytes:
     except (zstandard.ZstdError, zlib.error) as exc:
         raise StoreError(f"a stored document is corrupt ({exc}): the store file is damaged; "
                          "see docs/OPERATIONS.md, 'Corrupt store'") from None
-
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def event_key(event_id: str) -> int | None:
