@@ -17,11 +17,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pithnode.core import canonical_bytes
 from pithnode.ingest import ingest_bundle, import_bundles, parse_bundle
 from pithnode.store import Store
-from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.synth import Signer, SynthMirror, SynthRegistry, synthetic_subject
 
 
 def make_bundles(n_events: int, per_subject: int) -> tuple[list[bytes], list[tuple[bytes, bytes, bytes]]]:
@@ -30,12 +31,16 @@ def make_bundles(n_events: int, per_subject: int) -> tuple[list[bytes], list[tup
     bundles, sigs = [], []
     for n in range(max(1, n_events // per_subject)):
         pn, events = synthetic_subject(reg, 10_000 + n, per_subject, mirrors)
-        keys = {m.fingerprint: m for m in [reg, *mirrors]}
-        for e in events:
-            signer = keys[e["signer"]["public_key_fingerprint"]]
-            sigs.append((signer.raw, bytes.fromhex(e["content_sha256"]), base64.b64decode(e["signature"]["signature_b64"])))
+        sigs += signatures(events, [reg, *mirrors])
         bundles.append(canonical_bytes(reg.bundle(pn, events, keys=mirrors)))
     return bundles, sigs, reg
+
+
+def signatures(events: list[dict[str, Any]], signers: list[Signer]) -> list[tuple[bytes, bytes, bytes]]:
+    """(public key, signed digest, signature) of each event: all a bare verify needs, as bytes."""
+    keys = {s.fingerprint: s.raw for s in signers}
+    return [(keys[e["signer"]["public_key_fingerprint"]], bytes.fromhex(e["content_sha256"]),
+             base64.b64decode(e["signature"]["signature_b64"])) for e in events]
 
 
 def bare_verify_rate(sigs: list[tuple[bytes, bytes, bytes]]) -> float:
