@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from .core import (
     Admission,
@@ -23,11 +23,11 @@ from .core import (
     admit,
     canonical_bytes,
     check_bundle,
-    merge,
+    merge_document,
     parse_json,
     split_pith_number,
 )
-from .store import NewEvent, Store, pack
+from .store import NewEvent, Store, pack, unpack
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 GROUP_EVENTS = 5_000  # events per commit when importing many bundles
@@ -128,45 +128,75 @@ def _aliases(state: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(a["alias_kind"], a["alias_value"]) for a in state["current"]["source_aliases"]]
 
 
+class MergedState(NamedTuple):
+    """A subject's merge as the store keeps it: made inline or in a worker process."""
+
+    state_sha256: str
+    document: bytes  # CJ(state), packed for the store
+    counts: tuple[int, int, int]  # event_count, equivocation_count, invalid_event_count
+    title: str | None
+    aliases: list[tuple[str, str]]
+    equivocations: list[dict[str, Any]]
+    invalid_events: list[dict[str, Any]]
+
+
+def merged_state(state: dict[str, Any], state_bytes: bytes) -> MergedState:
+    return MergedState(
+        state["state_sha256"], pack(state_bytes),
+        (state["event_count"], state["equivocation_count"], state["invalid_event_count"]),
+        _title(state), _aliases(state), state["equivocations"], state["invalid_events"],
+    )
+
+
+def merge_bodies(pith_number: str, bodies: Iterable[bytes], ring: KeyRing, registry: frozenset[str]) -> MergedState:
+    """Merge a subject from its stored bodies (packed or not). Pure CPU."""
+    return merged_state(*merge_document(pith_number, [json.loads(unpack(b)) for b in bodies], ring, registry))
+
+
+def merge_batch(jobs: list[tuple[str, list[bytes]]], key_entries: list[dict[str, Any]],
+                registry: frozenset[str]) -> list[MergedState]:
+    """`merge_bodies` for several subjects, in a worker process. The merge reads
+    only registry keys (record receipts), so those are all `key_entries` need."""
+    ring = KeyRing.from_entries(key_entries)
+    return [merge_bodies(pn, bodies, ring, registry) for pn, bodies in jobs]
+
+
 def remerge(
     store: Store, subject_id: int, pith_number: str, ring: KeyRing, registry: frozenset[str],
-    now: str, source: str | None, state: dict[str, Any] | None = None, state_bytes: bytes | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Re-merge a subject from its stored events (inside a transaction), store
-    the state and record new equivocation / invalid-event reports.
-    `state` may be passed when the caller already merged exactly the stored set."""
-    if state is None:
-        events = [json.loads(b) for b in store.event_bodies(subject_id)]
-        state = merge(pith_number, events, ring, registry)
-    if state_bytes is None:
-        state_bytes = canonical_bytes(state)
-    store.put_state(subject_id, state, state_bytes, _title(state), now)
-    store.put_aliases(subject_id, _aliases(state))
+    now: str, source: str | None, merged: MergedState | None = None, merged_seq: int | None = None,
+) -> tuple[MergedState, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inside a transaction: store a subject's merged state (merged here from its
+    stored events unless `merged` is given, with the events up to `merged_seq`)
+    and record its new equivocation / invalid-event reports."""
+    if merged is None:
+        merged = merge_bodies(pith_number, store.event_bodies(subject_id), ring, registry)
+    store.put_state(subject_id, merged.state_sha256, merged.document, merged.counts, merged.title, now, merged_seq)
+    store.put_aliases(subject_id, merged.aliases)
     new_eq, new_inv = [], []
-    for eq in state["equivocations"]:
+    for eq in merged.equivocations:
         key = f"equivocation|{pith_number}|{eq['identity']}|{eq['target']}|{eq['prev_event']}"
         if store.add_report("equivocation", pith_number, key, eq, source, now):
             new_eq.append(eq)
-    for inv in state["invalid_events"]:
+    for inv in merged.invalid_events:
         if store.add_report("invalid_event", pith_number, f"invalid|{inv['event_id']}", inv, source, now):
             new_inv.append(inv)
-    return state, new_eq, new_inv
+    return merged, new_eq, new_inv
 
 
 def _store_admitted(
     store: Store, pn: str, events: list[dict[str, Any]], bodies: list[bytes], ring: KeyRing, registry: frozenset[str],
     result: IngestResult, now: str, source_state: dict[str, Any] | None = None, quotas: Quotas | None = None,
     source_state_bytes: bytes | None = None, merge: bool = True,
-) -> dict[str, Any] | None:
+) -> None:
     """Inside a transaction: store keys, events and rejections, re-merge the subject
-    (unless `merge` is False: a bulk sync merges each subject once, at its end, with
-    `merge_subject`; readers see the new events only then). Returns None (storing
-    only the rejections) when nothing was admitted for an unknown subject."""
+    (unless `merge` is False: a bulk sync merges each subject once, at its end;
+    readers see the new events only then). Only the rejections are stored when
+    nothing was admitted for an unknown subject."""
     for r in result.rejected:
         store.add_rejection(pn, r.get("event_id"), r["reason"], r["detail"], result.source, now)
     had = store.subject(pn)
     if not events and had is None:
-        return None
+        return
     subject_id = had.id if had is not None else store.ensure_subject(pn)
     was_empty = had is None or (had.event_count == 0 and had.state_sha256 is None)
     needed = {e["signer"]["public_key_fingerprint"] for e in events}
@@ -195,20 +225,19 @@ def _store_admitted(
     result.known = len(events) - len(result.new_event_ids)
     if not result.new_event_ids and not was_empty and had is not None and had.state_sha256 is not None:
         result.state_sha256 = had.state_sha256  # nothing new: the stored state stands
-        return None
+        return
     if not merge:
         result.state_sha256 = had.state_sha256 if had is not None else None
         result.merge_pending = True
-        return None
+        return
     # When the store held nothing and took every event, our merge of the source's
     # events is already the merge of the stored set: do not compute it twice.
-    reuse = source_state if (was_empty and result.known == 0 and "flood" not in result.flags) else None
-    state, result.new_equivocations, result.new_invalid = remerge(
-        store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse,
-        source_state_bytes if reuse is not None else None,
-    )
-    result.state_sha256 = state["state_sha256"]
-    return state
+    reuse = None
+    if source_state is not None and was_empty and result.known == 0 and "flood" not in result.flags:
+        reuse = merged_state(source_state, source_state_bytes or canonical_bytes(source_state))
+    merged, result.new_equivocations, result.new_invalid = remerge(
+        store, subject_id, pn, node_ring(store, ring), registry, now, result.source, reuse)
+    result.state_sha256 = merged.state_sha256
 
 
 def _rejections(admissions: Iterable[Admission], objs: list[Any]) -> list[dict[str, Any]]:
@@ -311,9 +340,9 @@ def merge_subject(store: Store, pith_number: str, trusted: KeyRing, registry: fr
     result = IngestResult(pith_number=pith_number, source=source)
     subject = store.subject(pith_number)
     if subject is not None:
-        state, result.new_equivocations, result.new_invalid = remerge(
+        merged, result.new_equivocations, result.new_invalid = remerge(
             store, subject.id, pith_number, node_ring(store, trusted), registry, now, source)
-        result.state_sha256 = state["state_sha256"]
+        result.state_sha256 = merged.state_sha256
     return result
 
 

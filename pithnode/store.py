@@ -268,7 +268,7 @@ def pack(doc: bytes) -> bytes:
 _pack = pack
 
 
-def _unpack(stored: bytes) -> bytes:
+def unpack(stored: bytes) -> bytes:
     """A stored document: zstd (schema 8 on), zlib (rows written before schema 8
     are kept as they are) or plain canonical JSON (rows of the first versions)."""
     data = bytes(stored)
@@ -279,6 +279,7 @@ def _unpack(stored: bytes) -> bytes:
     except (zstandard.ZstdError, zlib.error) as exc:
         raise StoreError(f"a stored document is corrupt ({exc}): the store file is damaged; "
                          "see docs/OPERATIONS.md, 'Corrupt store'") from None
+
 
 
 def event_key(event_id: str) -> int | None:
@@ -487,17 +488,27 @@ class Store:
         self._write()
         self.db.execute("UPDATE subjects SET followed=? WHERE pith_number=?", (int(followed), pith_number))
 
-    def put_state(self, subject_id: int, state: dict[str, Any], state_bytes: bytes, title: str | None, at: str) -> None:
+    def put_state(self, subject_id: int, state_sha256: str, document: bytes, counts: tuple[int, int, int],
+                  title: str | None, at: str, merged_seq: int | None = None) -> None:
+        """A subject's merged state: its hash, its bytes, (event, equivocation, invalid event)
+        counts, merged from its events up to `merged_seq` (None: every event it holds)."""
         self._write()
         self.db.execute(
             "UPDATE subjects SET state=?1, state_sha256=?2, event_count=?3, equivocation_count=?4, "
             "invalid_event_count=?5, title=coalesce(?6, title), updated_at=?7, "
-            "merged_seq=(SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?8) WHERE id=?8",
-            (
-                _pack(state_bytes), state["state_sha256"], state["event_count"], state["equivocation_count"],
-                state["invalid_event_count"], title, at, subject_id,
-            ),
+            "merged_seq=coalesce(?9, (SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?8)) WHERE id=?8",
+            (_pack(document), state_sha256, *counts, title, at, subject_id, merged_seq),
         )
+
+    def merge_input(self, subject_id: int) -> tuple[int, list[bytes]]:
+        """What merging a subject elsewhere (a worker process) needs: the seq of its
+        newest event and its stored bodies, still packed (`unpack` them there)."""
+        seq = self.newest_seq(subject_id)
+        return seq, [r[0] for r in self.db.execute(
+            "SELECT body FROM events WHERE subject_id=? AND seq <= ?", (subject_id, seq))]
+
+    def newest_seq(self, subject_id: int) -> int:
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?", (subject_id,)).fetchone()[0]
 
     def unmerged_subjects(self) -> list[str]:
         """Subjects holding events their stored state has not merged yet (a bulk
@@ -510,7 +521,7 @@ class Store:
         row = self.db.execute(
             "SELECT state FROM subjects WHERE pith_number=?1 OR code=?1", (pith_number_or_code,)
         ).fetchone()
-        return _unpack(row[0]) if row and row[0] is not None else None
+        return unpack(row[0]) if row and row[0] is not None else None
 
     def put_aliases(self, subject_id: int, aliases: Iterable[tuple[str, str]]) -> None:
         self._write()
@@ -563,7 +574,7 @@ class Store:
 
     def event_bodies_of_type(self, event_type: str, limit: int = 10_000) -> list[bytes]:
         """Bodies of held events of one type, newest first (all subjects)."""
-        return [_unpack(r[0]) for r in self.db.execute(
+        return [unpack(r[0]) for r in self.db.execute(
             "SELECT body FROM events WHERE event_type=? ORDER BY seq DESC LIMIT ?", (event_type, limit))]
 
     def event_bodies(self, subject_id: int, merged_only: bool = False) -> list[bytes]:
@@ -571,7 +582,7 @@ class Store:
         those its stored state merged (what readers see beside that state)."""
         upto = " AND seq <= (SELECT merged_seq FROM subjects WHERE id=?1)" if merged_only else ""
         return [
-            _unpack(r[0])
+            unpack(r[0])
             for r in self.db.execute(
                 f"SELECT body FROM events WHERE subject_id=?1{upto} ORDER BY created_at, event_id", (subject_id,)
             )
@@ -581,7 +592,7 @@ class Store:
         """(pith_number, body) of each held event among `event_ids`."""
         rows = self._where_ids("SELECT s.pith_number, e.body FROM events e JOIN subjects s ON s.id=e.subject_id",
                                event_ids)
-        return [(pn, _unpack(body)) for pn, body in rows]
+        return [(pn, unpack(body)) for pn, body in rows]
 
     def bodies_and_signers(self, event_ids: Iterable[str]) -> tuple[list[bytes], set[str]]:
         """The bodies of the held events among `event_ids`, and the fingerprints of
@@ -589,7 +600,7 @@ class Store:
         1M events each lookup is a page read or two)."""
         bodies, signers = [], set()
         for body, fp in self._where_ids("SELECT e.body, e.signer_fp FROM events e", event_ids):
-            bodies.append(_unpack(body))
+            bodies.append(unpack(body))
             signers.add(fp)
         return bodies, signers
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pithnode.core import CanonicalError, admit, canonical_hash, merge
+from pithnode.core import CanonicalError, admit, canonical_hash, merge, merge_document
 from pithnode.core.canonical import canonical_hash_chunked
 from strategies import (
     TARGETS,
@@ -279,6 +279,16 @@ def test_a_state_hashes_alike_whole_or_chunked(events):  # type: ignore[no-untyp
     assert {canonical_hash_chunked(rest, chunk=c) for c in (1, 2, 64)} == {h(rest)}
 
 
+@given(histories(max_size=8), st.lists(garbage, max_size=3))
+def test_the_merge_document_is_the_state_serialized_once(events, junk):  # type: ignore[no-untyped-def]
+    """What a node stores and serves is CJ(state): merge_document splices the hash
+    into the bytes it hashed instead of serializing the state a second time."""
+    c = cast()
+    ok = admitted(events + junk)
+    state, document = merge_document(c.subject, ok, c.ring, c.registry_fps)
+    assert state == merge_of(ok) and document == cj(state)
+
+
 def test_the_chunked_hash_refuses_what_has_no_canonical_form():
     for bad in ({"a": ["\ud800"] * 3}, ["x", "\udfff"], "\ud800"):
         with pytest.raises(CanonicalError):
@@ -295,3 +305,4 @@ def test_a_large_state_is_hashed_exactly():
     state = merge(pn, events, c.ring, c.registry_fps)
     assert state["event_count"] == 700 and len(state["current"]["citation_signatures"]) > 64
     assert state["state_sha256"] == h({k: v for k, v in state.items() if k != "state_sha256"})
+    assert merge_document(pn, events, c.ring, c.registry_fps) == (state, cj(state))

@@ -28,6 +28,7 @@ from pithnode.core import (
     code_from_digest_hex,
     default_registry_ring,
     merge,
+    merge_document,
     parse_json,
     parse_pith_ref,
     pith_number_for,
@@ -95,6 +96,7 @@ def test_conformance_vector(path: Path) -> None:
     # the state, byte for byte, and its hash exactly
     state = merge(subject, events, ring, v["registry_fingerprints"])
     assert cj(state) == cj(expected["state"])
+    assert merge_document(subject, events, ring, v["registry_fingerprints"]) == (state, cj(expected["state"]))
     assert state["state_sha256"] == expected["state"]["state_sha256"] == h(
         {k: x for k, x in expected["state"].items() if k != "state_sha256"})
     assert state_hash(state) == state["state_sha256"]

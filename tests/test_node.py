@@ -382,6 +382,68 @@ async def test_subjects_a_stopped_sync_left_unmerged_are_merged_at_start(tmp_pat
         assert status == 200 and state["event_count"] == 20 and a.node.store.meta("unmerged") == ""
 
 
+async def bulk_stored(node, pn: str, evs: list[dict]) -> None:  # type: ignore[no-untyped-def]
+    """Store events as a bulk sync does: admitted in the workers, not merged yet."""
+    from pithnode.core import canonical_bytes
+
+    keys = [m.entry() for m in MIRRORS]
+    await node.apply_admitted(node.start_admission([canonical_bytes(e) for e in evs], keys), keys, source="x",
+                              merge=False)
+    assert pn in node.unmerged
+
+
+@pytest.mark.parametrize("cores", ["several", "one"])
+async def test_a_merge_overtaken_by_new_events_is_done_again_never_stored_stale(tmp_path: Path, monkeypatch, cores):
+    """Merges run in worker processes (on one core: a thread) while the node goes on:
+    a subject that takes events after its bodies were read must not get the older state back."""
+    from pithnode.core import merge
+    from pithnode.ingest import ingest_events
+    from pithnode.node import service
+
+    if cores == "one":
+        monkeypatch.setattr(service, "admission_pool", lambda: None)
+
+    async with nodes(tmp_path, 1, gossip_interval=3600.0, attest=False) as (a,):
+        node = a.node
+        pn, evs = synthetic_subject(REG, 3100, 20, MIRRORS)
+        await bulk_stored(node, pn, evs[:12])
+        real, started = node._start_merges, 0
+
+        def start_then_more_arrive(trusted):  # type: ignore[no-untyped-def]
+            nonlocal started
+            chunk = real(trusted)  # 12 bodies read, merging in a worker
+            started += 1
+            if started == 1:  # meanwhile 8 more events are stored and merged inline
+                ingest_events(node.store, pn, evs[12:], [m.entry() for m in MIRRORS], source="y",
+                              trusted=node.trusted, registry=node.registry, now="2026-11-23T00:00:00Z")
+            return chunk
+
+        monkeypatch.setattr(node, "_start_merges", start_then_more_arrive)
+        await node.merge_pending("x")
+        assert started == 2  # the overtaken merge was started again
+        want = merge(pn, evs, node.ring(), node.registry)
+        assert node.store.subject(pn).state_sha256 == want["state_sha256"]
+        assert node.store.unmerged_subjects() == [] and not node.unmerged and node.store.meta("unmerged") == ""
+
+
+async def test_a_merge_failing_in_a_worker_leaves_the_subject_unmerged_and_stored(tmp_path: Path):
+    import apsw
+
+    from pithnode.store import StoreError
+
+    async with nodes(tmp_path, 1, gossip_interval=3600.0, attest=False) as (a,):
+        node = a.node
+        pn, evs = synthetic_subject(REG, 3200, 10, MIRRORS)
+        await bulk_stored(node, pn, evs)
+        c = apsw.Connection(str(node.cfg.db_path))  # a damaged row: the worker cannot read it
+        c.execute("UPDATE events SET body=x'28b52ffd00ff00ff' WHERE seq=(SELECT max(seq) FROM events)")
+        c.close()
+        with pytest.raises(StoreError, match="stored document is corrupt"):
+            await node.merge_pending("x")
+        assert node.unmerged == {pn} and node.store.unmerged_subjects() == [pn]
+        assert node.store.meta("unmerged") == "1" and node.store.event_count() == 10
+
+
 async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: Path, monkeypatch):
     """A peer whose reconciliation never settles, or that names events it then
     will not serve, costs a bounded number of round trips, and nothing is stored."""

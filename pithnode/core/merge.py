@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .canonical import canonical_hash, canonical_hash_chunked
+from .canonical import canonical_bytes, canonical_hash, canonical_hash_chunked, sha256_hex
 from .events import identity_of
 from .ids import is_hex64
 from .keys import KeyRing
@@ -184,6 +184,19 @@ def merge(
     registry: frozenset[str] | set[str] | Iterable[str],
 ) -> dict[str, Any]:
     """The merged state of `subject` from its admitted events."""
+    state = _unhashed_state(subject, events, keys, registry)
+    # A large state is hashed piecewise (faster: the pieces stay in the CPU
+    # caches), a small one whole (fewer calls). Both give H(state) exactly.
+    state["state_sha256"] = (canonical_hash_chunked if state["event_count"] > 256 else canonical_hash)(state)
+    return state
+
+
+def _unhashed_state(
+    subject: str,
+    events: Iterable[Event],
+    keys: KeyRing,
+    registry: frozenset[str] | set[str] | Iterable[str],
+) -> dict[str, Any]:
     registry = frozenset(registry)
     # One pass to deduplicate and key, one sort, one pass for validity and
     # slots, one to build `current`: each event is touched as few times as
@@ -261,10 +274,29 @@ def merge(
         "invalid_events": invalid,
         "applied_event_ids": applied_ids,
     }
-    # A large state is hashed piecewise (faster: the pieces stay in the CPU
-    # caches), a small one whole (fewer calls). Both give H(state) exactly.
-    state["state_sha256"] = (canonical_hash_chunked if event_count > 256 else canonical_hash)(state)
     return state
+
+
+_STATE_TAIL: Final = b',"state_type":"pith_open_graph_state","state_version":"1.0","valid_event_count":'
+
+
+def merge_document(
+    subject: str,
+    events: Iterable[Event],
+    keys: KeyRing,
+    registry: frozenset[str] | set[str] | Iterable[str],
+) -> tuple[dict[str, Any], bytes]:
+    """`merge`, and CJ of the state it returns, serializing the state once
+    (not once to hash it and again to store it). In key order state_sha256
+    comes right before state_type; the top-level state_type member is the
+    last match of its bytes, since all that follows it is two fixed strings
+    and an integer."""
+    state = _unhashed_state(subject, events, keys, registry)
+    unhashed = canonical_bytes(state)
+    state["state_sha256"] = digest = sha256_hex(unhashed)
+    j = unhashed.rfind(_STATE_TAIL)
+    assert j > 0, "a state this module built has its fixed tail"
+    return state, b"".join((unhashed[:j], b',"state_sha256":"', digest.encode("ascii"), b'"', unhashed[j:]))
 
 
 def state_hash(state: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ import json
 import logging
 import shlex
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,8 +33,8 @@ from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sh
 from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
 from ..ingest import (
-    IngestError, IngestResult, Quotas, admit_raw, background_worker, ingest_bundle, ingest_events, merge_subject,
-    ingest_ring, node_ring,
+    IngestError, IngestResult, MergedState, Quotas, admit_raw, background_worker, ingest_bundle, ingest_events,
+    ingest_ring, merge_batch, node_ring, remerge,
 )
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
@@ -46,6 +46,7 @@ log = logging.getLogger("pithnode.node")
 FRESH_CHECK = 0.1
 CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
 MERGE_CHUNK = 200  # subjects merged per commit by `merge_pending`
+MERGE_EVENTS = 20_000  # and at most about this many events (bounded memory with a large subject)
 UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
 ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
@@ -117,6 +118,7 @@ class Node:
         # stored by a bulk sync, not merged yet (`merge_pending`); after a crash, found again in the
         # store (looked for only when it says a sync was stopped) and merged in the first gossip round
         self.unmerged: set[str] = set()
+        self._merging = 0  # chunks of them being merged, by every `merge_pending` under way
         if not readonly and self.store.meta(UNMERGED_META):
             self.unmerged.update(self.store.unmerged_subjects())
             if not self.unmerged:
@@ -264,27 +266,84 @@ class Node:
                                          origin_peer=origin_peer)
 
     async def merge_pending(self, source: str | None) -> int:
-        """Merge every subject a bulk sync stored without merging: each once, a few
-        hundred per commit, the event loop free between commits. Returns how many."""
+        """Merge every subject a bulk sync stored without merging, each once. The
+        merges run in the worker processes, a chunk at a time; the next chunk's
+        merges are started before this one is committed, so both cores work. A
+        subject that took new events after its bodies were read is merged again.
+        Returns how many subjects were merged."""
         done = 0
         trusted = self.trusted.merged(self.identity.ring())
-        while self.unmerged:
-            chunk = [self.unmerged.pop() for _ in range(min(MERGE_CHUNK, len(self.unmerged)))]
-            try:
-                with self.store.transaction():
-                    results = [merge_subject(self.store, pn, trusted, self.registry, self.now(), source)
-                               for pn in chunk]
-                    if not self.unmerged:
-                        self.store.set_meta(UNMERGED_META, "")
-            except BaseException:
-                self.unmerged.update(chunk)  # still stored, still unmerged: the next pass (or a restart) merges them
-                raise
-            self._touched(chunk)
-            for result in results:
-                await self._after(result, origin=None)
-            done += len(chunk)
-            await trio.sleep(0)
+        inflight: deque[tuple[list[tuple[str, int, int]], list[Future[list[MergedState]]]]] = deque()
+        try:
+            while self.unmerged or inflight:
+                if self.unmerged and len(inflight) < 2:
+                    inflight.append(self._start_merges(trusted))
+                    self._merging += 1
+                    if len(inflight) < 2 and self.unmerged:
+                        continue
+                subjects, futures = inflight[0]
+                merged = [m for fut in futures for m in await trio.to_thread.run_sync(fut.result)]
+                results = self._store_merged(subjects, merged, trusted, source)
+                inflight.popleft()
+                self._merging -= 1
+                self._touched([r.pith_number for r in results])
+                for result in results:
+                    await self._after(result, origin=None)
+                done += len(results)
+        except BaseException:  # still stored, still unmerged: the next pass (or a restart) merges them
+            for subjects, _ in inflight:
+                self.unmerged.update(pn for pn, _, _ in subjects)
+            self._merging -= len(inflight)
+            raise
         return done
+
+    def _store_merged(self, subjects: list[tuple[str, int, int]], merged: list[MergedState], trusted: KeyRing,
+                      source: str | None) -> list[IngestResult]:
+        """One commit: the states `_start_merges` started, each kept only if its subject
+        took no event since its bodies were read (else it is queued to merge again)."""
+        results = []
+        with self.store.transaction():
+            ring = node_ring(self.store, trusted)
+            for (pn, subject_id, seq), m in zip(subjects, merged):
+                if self.store.newest_seq(subject_id) != seq:
+                    self.unmerged.add(pn)  # it took events meanwhile: merge it again
+                    continue
+                result = IngestResult(pith_number=pn, source=source, state_sha256=m.state_sha256)
+                _, result.new_equivocations, result.new_invalid = remerge(
+                    self.store, subject_id, pn, ring, self.registry, self.now(), source, m, seq)
+                results.append(result)
+            if not self.unmerged and self._merging == 1:  # the last chunk, of every caller
+                self.store.set_meta(UNMERGED_META, "")
+        return results
+
+    def _start_merges(self, trusted: KeyRing) -> tuple[list[tuple[str, int, int]], list[Future[list[MergedState]]]]:
+        """Take subjects from `unmerged` (up to MERGE_CHUNK, or MERGE_EVENTS events), read
+        their stored bodies and start merging them in the workers. Returns the subjects
+        (pith number, id, newest seq read) and the merges' futures, in that order."""
+        subjects: list[tuple[str, int, int]] = []
+        jobs: list[tuple[str, list[bytes]]] = []
+        events = 0
+        while self.unmerged and len(subjects) < MERGE_CHUNK and events < MERGE_EVENTS:
+            pn = self.unmerged.pop()
+            try:
+                subject = self.store.subject(pn)
+                if subject is None:
+                    continue
+                seq, bodies = self.store.merge_input(subject.id)
+            except BaseException:
+                self.unmerged.update([pn, *(p for p, _, _ in subjects)])
+                raise
+            subjects.append((pn, subject.id, seq))
+            jobs.append((pn, bodies))
+            events += len(bodies)
+        ring = node_ring(self.store, trusted)
+        entries = ring.entries(self.registry & set(ring))  # all a merge reads (record receipts)
+        pool = admission_pool()
+        if pool is None:
+            return subjects, [_THREAD_POOL.submit(merge_batch, jobs, entries, self.registry)]
+        step = len(jobs) // (os.cpu_count() or 1) + 1
+        return subjects, [pool.submit(merge_batch, jobs[i : i + step], entries, self.registry)
+                          for i in range(0, len(jobs), step)]
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
