@@ -444,6 +444,54 @@ async def test_a_merge_failing_in_a_worker_leaves_the_subject_unmerged_and_store
         assert node.store.meta("unmerged") == "1" and node.store.event_count() == 10
 
 
+async def test_admission_workers_killed_before_or_during_a_sync_are_replaced(tmp_path: Path, monkeypatch):
+    """A worker process killed (the OOM killer, a stray kill) breaks its pool: the
+    work it held fails, nothing half-stored, no peer blamed, and new workers
+    take the next round; the node keeps running."""
+    import os
+    import signal
+
+    from pithnode.node import service
+
+    if service.admission_pool() is None:
+        pytest.skip("one core: admission runs on a thread")
+
+    def kill_workers() -> None:  # at once: work just started is still queued or running
+        pool = service.admission_pool()
+        if not pool._processes:  # noqa: SLF001
+            pool.submit(os.getpid).result(timeout=60)
+        for pid in list(pool._processes):  # noqa: SLF001
+            os.kill(pid, signal.SIGKILL)
+
+    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c):
+        for i in range(4):
+            await seed(a, 3300 + i, 30)
+        kill_workers()
+        await trio.sleep(0.2)
+        fetched, _ = await b.peers.sync_with(a.url)  # new workers admit all of it
+        assert fetched == 120 and b.node.store.unmerged_subjects() == []
+
+        real_start = c.node.start_admission
+
+        def start_then_kill(raw, keys):  # type: ignore[no-untyped-def]
+            futures = real_start(raw, keys)
+            kill_workers()  # while they admit
+            return futures
+
+        monkeypatch.setattr(c.node, "start_admission", start_then_kill)
+        c.peers.add_peer(a.url)
+        await c.peers._guarded(a.url, c.peers.sync_with)  # logged; the node goes on
+        assert c.node.store.event_count() == 0 and c.peers.peers[a.url].failures == 0
+        pn, evs = synthetic_subject(REG, 3310, 300, MIRRORS)  # a push big enough for the workers
+        r = await push(c.url, evs, [m.entry() for m in MIRRORS])
+        assert r.status_code == 503 and r.headers["retry-after"] and c.node.store.event_count() == 0
+        monkeypatch.setattr(c.node, "start_admission", real_start)
+        await c.peers._guarded(a.url, c.peers.sync_with)
+        for s in a.node.store.subjects():
+            assert c.node.store.subject(s.pith_number).state_sha256 == s.state_sha256
+        assert (await push(c.url, evs, [m.entry() for m in MIRRORS])).status_code == 200
+
+
 async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: Path, monkeypatch):
     """A peer whose reconciliation never settles, or that names events it then
     will not serve, costs a bounded number of round trips, and nothing is stored."""

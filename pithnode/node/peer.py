@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,6 +294,8 @@ class PeerService:
         except StoreError as exc:
             self.node.metrics.store_errors.inc()
             log.error("store: %s (merge deferred to the next round)", exc)
+        except BrokenProcessPool as exc:  # a worker was killed: new ones merge in the next round
+            log.error("worker processes died while merging (%s): merge deferred to the next round", exc)
 
     async def _guarded(self, url: str, fn: Any, *args: Any) -> None:
         """Run one exchange with a peer, recording its health; never raises for the peer's faults."""
@@ -302,6 +305,9 @@ class PeerService:
         except StoreError as exc:  # our disk, not the peer: no back-off for it, just say so
             self.node.metrics.store_errors.inc()
             log.error("store: %s (exchange with %s abandoned; nothing half-stored)", exc, url)
+        except BrokenProcessPool as exc:  # our workers (killed: the OOM killer?), not the peer: no back-off
+            log.error("worker processes died (%s): exchange with %s abandoned, nothing half-stored; "
+                      "new workers take the next round", exc, url)
         except PEER_FAULTS as exc:
             state.healthy = False
             state.failures += 1

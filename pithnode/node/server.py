@@ -14,6 +14,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -105,6 +106,10 @@ def _respond(doc: Cached, req: Request) -> Response:
     return 200, headers, doc.body
 
 
+def _unavailable(error: str) -> Response:
+    return 503, [(b"content-type", b"application/json"), (b"retry-after", b"30")], _json({"error": error})
+
+
 def _json_or_404(doc: Any, why: str) -> bytes:
     if doc is None:
         raise HttpError(404, why)
@@ -139,8 +144,10 @@ class App:
         except StoreError as exc:  # e.g. disk full: nothing was stored or acknowledged; the peer retries later
             self.node.metrics.store_errors.inc()
             log.error("store: %s", exc)
-            status, headers, body = 503, [(b"content-type", b"application/json"), (b"retry-after", b"30")], \
-                _json({"error": str(exc)})
+            status, headers, body = _unavailable(str(exc))
+        except BrokenProcessPool as exc:  # our workers killed mid-push (the OOM killer?): the same
+            log.error("worker processes died: %s", exc)
+            status, headers, body = _unavailable("worker processes died; new ones take the next request")
         counter = self._counters.get((route, status))
         if counter is None:
             counter = self._counters[(route, status)] = self.node.metrics.http.labels(route=route, status=str(status))

@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,30 @@ def admission_pool() -> ProcessPoolExecutor | None:
         _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
                                     initializer=background_worker, initargs=(ADMISSION_NICE,))
     return _POOL
+
+
+def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: int = 1,
+               chunks_per_worker: int = 1) -> list[Future[Any]]:
+    """Start `fn(chunk, *args)` over `items` split across the worker processes
+    (on one core, or for fewer than `min_chunk` items: one call on a thread).
+    A pool broken by a worker's death (the OOM killer, a stray kill) is replaced:
+    the work it held fails (BrokenProcessPool), new work goes to new workers."""
+    global _POOL
+    pool = admission_pool() if len(items) >= min_chunk else None
+    if pool is None:
+        return [_THREAD_POOL.submit(fn, items, *args)]
+    step = max(min_chunk, len(items) // (chunks_per_worker * (os.cpu_count() or 1)) + 1)
+
+    def submit(pool: ProcessPoolExecutor) -> list[Future[Any]]:
+        return [pool.submit(fn, items[i : i + step], *args) for i in range(0, len(items), step)]
+
+    try:
+        return submit(pool)
+    except BrokenProcessPool:
+        log.error("an admission worker process died: starting new ones")
+        pool.shutdown(wait=False, cancel_futures=True)
+        _POOL = None
+        return submit(admission_pool())  # type: ignore[arg-type]  (there was a pool: there is one)
 
 
 @dataclass
@@ -218,11 +243,7 @@ class Node:
         """Start parsing and admitting events (their JSON bytes) in the worker
         processes, without waiting: a caller can fetch more meanwhile."""
         entries = self.ring().merged(KeyRing.from_entries(keys)).entries()
-        pool = admission_pool() if len(raw) >= POOL_MIN_BATCH else None
-        if pool is None:
-            return [_THREAD_POOL.submit(admit_raw, raw, entries, MAX_EVENT_BYTES)]
-        step = max(POOL_MIN_BATCH, len(raw) // (2 * (os.cpu_count() or 1)) + 1)  # chunks over every worker
-        return [pool.submit(admit_raw, raw[i : i + step], entries, MAX_EVENT_BYTES) for i in range(0, len(raw), step)]
+        return in_workers(admit_raw, raw, entries, MAX_EVENT_BYTES, min_chunk=POOL_MIN_BATCH, chunks_per_worker=2)
 
     async def apply_admitted(self, futures: list[Future[Any]], keys: list[Any], *, source: str | None,
                              origin_peer: str | None = None, merge: bool = True) -> tuple[list[IngestResult], int]:
@@ -338,12 +359,7 @@ class Node:
             events += len(bodies)
         ring = node_ring(self.store, trusted)
         entries = ring.entries(self.registry & set(ring))  # all a merge reads (record receipts)
-        pool = admission_pool()
-        if pool is None:
-            return subjects, [_THREAD_POOL.submit(merge_batch, jobs, entries, self.registry)]
-        step = len(jobs) // (os.cpu_count() or 1) + 1
-        return subjects, [pool.submit(merge_batch, jobs[i : i + step], entries, self.registry)
-                          for i in range(0, len(jobs), step)]
+        return subjects, in_workers(merge_batch, jobs, entries, self.registry)
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
