@@ -1,8 +1,9 @@
 """The node's state in memory: its store, key, caches, metrics and reports.
 
-Every write goes through `Node`: the CPU-heavy part of admission (signature
-checks; PyNaCl releases the GIL) runs on a worker thread, then one store
-transaction commits the batch on the trio thread. Only the trio thread touches
+Every write goes through `Node`: the CPU-heavy work (parsing and checking
+events, signatures, the merges of a bulk sync) runs in worker processes (on
+one core, a thread), then one store transaction commits the batch on the
+trio thread. Only the trio thread touches
 the SQLite connection, so there is no locking beyond trio's own scheduling:
 a transaction never awaits, so two ingests never interleave inside one.
 
@@ -341,25 +342,26 @@ class Node:
         """Take subjects from `unmerged` (up to MERGE_CHUNK, or MERGE_EVENTS events), read
         their stored bodies and start merging them in the workers. Returns the subjects
         (pith number, id, newest seq read) and the merges' futures, in that order."""
+        taken: list[str] = []
         subjects: list[tuple[str, int, int]] = []
         jobs: list[tuple[str, list[bytes]]] = []
         events = 0
-        while self.unmerged and len(subjects) < MERGE_CHUNK and events < MERGE_EVENTS:
-            pn = self.unmerged.pop()
-            try:
+        try:
+            while self.unmerged and len(subjects) < MERGE_CHUNK and events < MERGE_EVENTS:
+                taken.append(pn := self.unmerged.pop())
                 subject = self.store.subject(pn)
                 if subject is None:
                     continue
                 seq, bodies = self.store.merge_input(subject.id)
-            except BaseException:
-                self.unmerged.update([pn, *(p for p, _, _ in subjects)])
-                raise
-            subjects.append((pn, subject.id, seq))
-            jobs.append((pn, bodies))
-            events += len(bodies)
-        ring = node_ring(self.store, trusted)
-        entries = ring.entries(self.registry & set(ring))  # all a merge reads (record receipts)
-        return subjects, in_workers(merge_batch, jobs, entries, self.registry)
+                subjects.append((pn, subject.id, seq))
+                jobs.append((pn, bodies))
+                events += len(bodies)
+            ring = node_ring(self.store, trusted)
+            entries = ring.entries(self.registry & set(ring))  # all a merge reads (record receipts)
+            return subjects, in_workers(merge_batch, jobs, entries, self.registry)
+        except BaseException:
+            self.unmerged.update(taken)  # still to merge
+            raise
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
