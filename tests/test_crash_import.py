@@ -59,3 +59,34 @@ def test_kill_9_during_import_never_half_applies(tmp_path: Path):
                            "--config", str(cfg_path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert check_store(cfg, expected) == len(expected)
+
+
+def test_a_checking_process_killed_stops_the_import_cleanly(tmp_path: Path):
+    """`pithnode import` checks bundles in worker processes: one killed (the OOM
+    killer) stops the import with a clear error, exit 1, nothing half-applied;
+    run again, it imports the rest."""
+    cfg_path = write_config(tmp_path)
+    cfg = config(tmp_path)
+    files, expected = [], {}
+    for n in range(400):
+        pn, events = synthetic_subject(REG, 3000 + n, 40, MIRRORS)
+        expected[pn] = {e["event_id"] for e in events}
+        files.append(str(write_json(tmp_path / f"b{n}.json", REG.bundle(pn, events, keys=MIRRORS))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITHNODE_")}
+    cmd = [sys.executable, "-m", "pithnode", "import", *files, "--no-progress", "--json", "--config", str(cfg_path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline and not children.read_text().split():
+        time.sleep(0.01)
+    workers = children.read_text().split() if proc.poll() is None else []
+    assert workers, "the import should still be running when its workers start"
+    time.sleep(0.3)
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "worker processes died" in out and "Traceback" not in err
+    assert check_store(cfg, expected) < len(expected)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert check_store(cfg, expected) == len(expected)

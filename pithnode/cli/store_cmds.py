@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         except StoreError as exc:  # disk full or the like: stop, nothing half-applied
             failed += 1
             results.append({"file": None, "ok": False, "error": str(exc)})
+        except BrokenProcessPool as exc:  # a checking process killed (the OOM killer?): stop, nothing half-applied
+            failed += 1
+            results.append({"file": None, "ok": False, "error": f"worker processes died ({exc}): the import "
+                            "stopped; the bundles listed before are stored; run it again to import the rest"})
         finally:
             bar.close()
     if args.json:
