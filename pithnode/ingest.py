@@ -88,7 +88,7 @@ class IngestResult:
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # "rollback", "stale", "flood": what this source did wrong
     quota_refused: int = 0  # authentic events not stored: over a flood quota
-    merge_pending: bool = False  # stored, not merged yet (see `merge_subject`)
+    merge_pending: bool = False  # stored, not merged yet (see `Node.merge_pending`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -332,18 +332,6 @@ def _flag_source(store: Store, bundle: dict[str, Any], report: BundleReport, res
         store.add_report("stale", pn, f"stale|{pn}|{source}|{result.built_at}", {
             "source": source, "built_at": result.built_at, "newer_source": newest[1],
             "newer_built_at": newest[0].strftime("%Y-%m-%dT%H:%M:%SZ")}, source, now)
-
-
-def merge_subject(store: Store, pith_number: str, trusted: KeyRing, registry: frozenset[str], now: str,
-                  source: str | None) -> IngestResult:
-    """Merge a subject whose events were stored with `merge=False` (inside a transaction)."""
-    result = IngestResult(pith_number=pith_number, source=source)
-    subject = store.subject(pith_number)
-    if subject is not None:
-        merged, result.new_equivocations, result.new_invalid = remerge(
-            store, subject.id, pith_number, node_ring(store, trusted), registry, now, source)
-        result.state_sha256 = merged.state_sha256
-    return result
 
 
 def ingest_events(

@@ -265,8 +265,6 @@ def pack(doc: bytes) -> bytes:
     return _codec()[0].compress(doc) if doc[:1] == b"{" else doc
 
 
-_pack = pack
-
 
 def unpack(stored: bytes) -> bytes:
     """A stored document: zstd (schema 8 on), zlib (rows written before schema 8
@@ -279,7 +277,6 @@ def unpack(stored: bytes) -> bytes:
     except (zstandard.ZstdError, zlib.error) as exc:
         raise StoreError(f"a stored document is corrupt ({exc}): the store file is damaged; "
                          "see docs/OPERATIONS.md, 'Corrupt store'") from None
-
 
 
 def event_key(event_id: str) -> int | None:
@@ -497,7 +494,7 @@ class Store:
             "UPDATE subjects SET state=?1, state_sha256=?2, event_count=?3, equivocation_count=?4, "
             "invalid_event_count=?5, title=coalesce(?6, title), updated_at=?7, "
             "merged_seq=coalesce(?9, (SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?8)) WHERE id=?8",
-            (_pack(document), state_sha256, *counts, title, at, subject_id, merged_seq),
+            (pack(document), state_sha256, *counts, title, at, subject_id, merged_seq),
         )
 
     def merge_input(self, subject_id: int) -> tuple[int, list[bytes]]:
@@ -508,7 +505,8 @@ class Store:
             "SELECT body FROM events WHERE subject_id=? AND seq <= ?", (subject_id, seq))]
 
     def newest_seq(self, subject_id: int) -> int:
-        return self.db.execute("SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?", (subject_id,)).fetchone()[0]
+        (seq,) = self.db.execute("SELECT coalesce(max(seq), 0) FROM events WHERE subject_id=?", (subject_id,)).fetchone()
+        return seq
 
     def unmerged_subjects(self) -> list[str]:
         """Subjects holding events their stored state has not merged yet (a bulk
@@ -567,7 +565,7 @@ class Store:
             self.db.execute(
                 "INSERT INTO events(key, event_id, subject_id, created_at, event_type, signer_fp, body, source, "
                 "received_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (key, ev.event_id, subject_id, ev.created_at, ev.event_type, ev.signer_fp, _pack(ev.body), source, at),
+                (key, ev.event_id, subject_id, ev.created_at, ev.event_type, ev.signer_fp, pack(ev.body), source, at),
             )
             new.append(ev.event_id)
         return new

@@ -200,8 +200,8 @@ def test_failed_transaction_leaves_nothing(env):
 def test_events_stored_without_merge_stay_hidden_until_their_subject_is_merged(env):
     """A bulk sync stores first and merges once at its end: meanwhile readers see
     the merged events only, so a served bundle always matches its state."""
-    from pithnode.ingest import merge_subject
     from pithnode.core import check_bundle
+    from pithnode.ingest import node_ring, remerge
 
     store, cfg = env
     pn, events = synthetic_subject(REG, 8, 12, MIRRORS)
@@ -222,7 +222,8 @@ def test_events_stored_without_merge_stay_hidden_until_their_subject_is_merged(e
     assert_states_are_fresh_merges(store, cfg)  # the state is the merge of what readers see
 
     with store.transaction():
-        merged = merge_subject(store, pn, cfg.trusted_ring(), cfg.registry, NOW, "a")
+        merged, _eqs, _invalid = remerge(store, subject.id, pn, node_ring(store, cfg.trusted_ring()), cfg.registry,
+                                         NOW, "a")
     assert merged.state_sha256 != first.state_sha256 and store.unmerged_subjects() == []
     assert len(events_of(store, store.subject(pn))) == 12
     assert merged.state_sha256 == merge(pn, events, cfg.trusted_ring().merged(store.key_ring()), cfg.registry)["state_sha256"]

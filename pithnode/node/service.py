@@ -3,9 +3,9 @@
 Every write goes through `Node`: the CPU-heavy work (parsing and checking
 events, signatures, the merges of a bulk sync) runs in worker processes (on
 one core, a thread), then one store transaction commits the batch on the
-trio thread. Only the trio thread touches
-the SQLite connection, so there is no locking beyond trio's own scheduling:
-a transaction never awaits, so two ingests never interleave inside one.
+trio thread. Only the trio thread touches the SQLite connection, so there is
+no locking beyond trio's own scheduling: a transaction never awaits, so two
+ingests never interleave inside one.
 
 After each write the node invalidates what it caches for the subject, counts
 the outcome, reports new equivocations, invalid events and disagreements, and
@@ -84,7 +84,7 @@ def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: 
     try:
         return submit(pool)
     except BrokenProcessPool:
-        log.error("an admission worker process died: starting new ones")
+        log.error("a worker process died (killed?): starting new ones")
         pool.shutdown(wait=False, cancel_futures=True)
         _POOL = None
         return submit(admission_pool())  # type: ignore[arg-type]  (there was a pool: there is one)
