@@ -30,8 +30,9 @@ def replay(source: Store, target: Store, batch: int, windows: int = 10) -> list[
     """Every event of `source` into `target`, in sync order; us per event per window."""
     total = source.event_count()
     rows = source.db.execute(
-        "SELECT s.pith_number, e.event_id, e.created_at, e.event_type, e.signer_fp, e.body "
-        "FROM events e JOIN subjects s ON s.id = e.subject_id ORDER BY e.created_at, e.event_id")
+        "SELECT s.pith_number, e.event_id, e.created_at, e.event_type, k.fingerprint, e.body "
+        "FROM events e JOIN subjects s ON s.id = e.subject_id JOIN signers k ON k.id = e.signer_id "
+        "ORDER BY e.created_at, e.event_id")
     out: list[float] = []
     spent, in_window, done = 0.0, 0, 0
     while chunk := list(islice(rows, batch)):

@@ -36,6 +36,7 @@ def ingest(store, cfg, bundle, source="test"):
 def table_dump(store: Store) -> dict:
     q = {
         "events": "SELECT event_id, body FROM events ORDER BY event_id",
+        "signers": "SELECT e.event_id, s.fingerprint FROM events e JOIN signers s ON s.id=e.signer_id ORDER BY 1",
         "subjects": "SELECT pith_number, state, state_sha256, event_count FROM subjects ORDER BY pith_number",
         "keys": "SELECT fingerprint, raw FROM keys ORDER BY fingerprint",
         "reports": "SELECT kind, dedupe, detail FROM reports ORDER BY dedupe",
@@ -230,10 +231,34 @@ def test_events_stored_without_merge_stay_hidden_until_their_subject_is_merged(e
     assert_states_are_fresh_merges(store, cfg)
 
 
+def back_to_schema_8(db: Path) -> None:
+    """Rewrite a store's events table as schema 8 had it: the signer's fingerprint on
+    every row (no signers table), the per-record index on it."""
+    import apsw
+
+    c = apsw.Connection(str(db))
+    c.execute("""
+        CREATE TABLE events_v8(seq INTEGER PRIMARY KEY, key INTEGER NOT NULL, event_id TEXT NOT NULL,
+            subject_id INTEGER NOT NULL REFERENCES subjects(id), created_at TEXT NOT NULL, event_type TEXT NOT NULL,
+            signer_fp TEXT NOT NULL, body BLOB NOT NULL, source TEXT, received_at TEXT NOT NULL);
+        INSERT INTO events_v8 SELECT e.seq, e.key, e.event_id, e.subject_id, e.created_at, e.event_type,
+            s.fingerprint, e.body, e.source, e.received_at FROM events e JOIN signers s ON s.id = e.signer_id;
+        DROP TABLE events;
+        DROP TABLE signers;
+        ALTER TABLE events_v8 RENAME TO events;
+        CREATE INDEX events_by_key ON events(key);
+        CREATE INDEX events_by_subject ON events(subject_id, signer_fp, created_at, key);
+        CREATE INDEX events_by_order ON events(created_at, event_id);
+        CREATE INDEX events_by_type ON events(event_type);
+        PRAGMA user_version=8""")
+    c.close()
+
+
 def back_to_schema_5(db: Path) -> None:
     """Rewrite a store's events table as schema 5 had it: found by a UNIQUE text id, no key."""
     import apsw
 
+    back_to_schema_8(db)
     c = apsw.Connection(str(db))
     c.execute("""
         CREATE TABLE events_v5(seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,
@@ -259,6 +284,8 @@ def test_schema_5_store_upgrades_to_the_compact_event_key_and_gives_the_old_page
         for pn, evs in subjects:
             ingest_events(store, pn, evs, keys, source="a", trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
         before = table_dump(store)
+        counts = {s.id: store.signer_counts(s.id) for s in store.subjects()}
+        assert sum(len(c) for c in counts.values()) > len(counts)  # several signers per record
         seqs = list(store.db.execute("SELECT seq, event_id FROM events ORDER BY seq"))
     back_to_schema_5(cfg.db_path)
     with pytest.raises(StoreError, match="needs a schema upgrade"):
@@ -271,6 +298,7 @@ def test_schema_5_store_upgrades_to_the_compact_event_key_and_gives_the_old_page
         with Store(tmp_path / "fresh.sqlite3") as fresh:
             assert list(store.db.execute(schema)) == list(fresh.db.execute(schema))  # as if created today
         assert table_dump(store) == before and store.integrity_check() == ["ok"]
+        assert {s.id: store.signer_counts(s.id) for s in store.subjects()} == counts
         assert list(store.db.execute("SELECT seq, event_id FROM events ORDER BY seq")) == seqs  # merged_seq still holds
         assert store.db.execute("PRAGMA freelist_count").fetchone()[0] < 8  # compacted after the rewrite
         ids = [eid for _seq, eid in seqs]
@@ -299,6 +327,7 @@ def test_zlib_rows_of_a_schema_7_store_read_the_same_after_the_upgrade_and_new_r
             ingest_events(store, pn, evs, keys, source="a", trusted=cfg.trusted_ring(), registry=cfg.registry, now=NOW)
         bodies = {pn: store.event_bodies(store.subject(pn).id) for pn, _ in subjects[:3]}
         states = {pn: store.state_bytes(pn) for pn, _ in subjects[:3]}
+    back_to_schema_8(cfg.db_path)  # schema 7 had the same tables
     c = apsw.Connection(str(cfg.db_path))  # as schema 7 wrote them: zlib
     c.create_scalar_function("as_zlib", lambda b: zlib.compress(zstandard.ZstdDecompressor().decompress(b), 1), 1)
     c.execute("UPDATE events SET body=as_zlib(body); UPDATE subjects SET state=as_zlib(state) WHERE state IS NOT NULL;"
@@ -307,7 +336,7 @@ def test_zlib_rows_of_a_schema_7_store_read_the_same_after_the_upgrade_and_new_r
     c.close()
 
     with Store(cfg.db_path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert {pn: store.event_bodies(store.subject(pn).id) for pn, _ in subjects[:3]} == bodies
         assert {pn: store.state_bytes(pn) for pn, _ in subjects[:3]} == states
         pn, evs = subjects[3]
@@ -341,6 +370,29 @@ def test_a_damaged_stored_document_is_a_store_error_naming_the_remedy(tmp_path: 
         assert store.state_bytes(pn) is not None  # the rest of the store still reads
 
 
+def test_a_signer_first_seen_in_a_rolled_back_batch_is_stored_with_the_next_one(env):
+    """Signers are numbered in their own table (schema 9); a number made inside a
+    batch that rolls back is gone, and the next batch must not reuse it."""
+    from pithnode.store import NewEvent
+
+    store, _cfg = env
+    ids = ["sha256:" + c * 64 for c in "abc"]
+    with store.transaction():
+        sid = store.ensure_subject("pith:2026:AAAAAAAAAAAAAAAAAAAAAAAAAA")
+        store.add_events(sid, [NewEvent(ids[0], NOW, "t", "old", b'{"x":0}')], "s", NOW)
+    with pytest.raises(RuntimeError, match="half-way"):
+        with store.transaction():
+            store.add_events(sid, [NewEvent(ids[1], NOW, "t", "new", b'{"x":1}')], "s", NOW)
+            raise RuntimeError("half-way")
+    with store.transaction():
+        store.add_events(sid, [NewEvent(ids[2], NOW, "t", "new", b'{"x":2}')], "s", NOW)
+    assert store.signer_counts(sid) == {"old": 1, "new": 1}
+    assert [row[2] for row in store.signer_chain_heads("new", sid)] == [ids[2]]
+    bodies, signers = store.bodies_and_signers(ids)
+    assert sorted(bodies) == [b'{"x":0}', b'{"x":2}'] and signers == {"old", "new"}
+    assert store.integrity_check() == ["ok"]
+
+
 def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
     """The key is 8 bytes of the hash: ids that share it (an attacker can make such
     pairs) are separate events, and a lookup never answers for the other one."""
@@ -362,7 +414,7 @@ def test_event_ids_sharing_a_key_are_told_apart_by_the_full_id(env):
     assert store.known_event_ids([a, b, c]) == {a, b}
     assert store.known_event_ids([c]) == set()
     assert store.event_sources([b, c]) == {b: "s"}
-    assert [fp for _eid, fp in store.db.execute("SELECT event_id, signer_fp FROM events WHERE event_id=?", (a,))] == ["fp"]
+    assert store.bodies_and_signers([a]) == ([body], {"fp"})  # the first copy's signer
     with pytest.raises(ValueError, match="not an event id"):
         with store.transaction():
             store.add_events(sid, [NewEvent("sha256:short", NOW, "t", "fp", body)], "s", NOW)
