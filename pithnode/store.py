@@ -676,6 +676,14 @@ class Store:
         reconciliation), streamed from the index rather than held in a list."""
         return self.db.execute("SELECT created_at, event_id FROM events ORDER BY created_at, event_id")
 
+    def event_keys_since(self, seq: int, chunk: int = 50_000) -> Iterator[list[tuple[int, str, str]]]:
+        """(seq, created_at, event_id) of the events stored after `seq`, in seq
+        order, `chunk` at a time (bounded memory however many there are)."""
+        while rows := list(self.db.execute(
+                "SELECT seq, created_at, event_id FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (seq, chunk))):
+            yield rows
+            seq = rows[-1][0]
+
     def subject_count(self) -> int:
         return self.db.execute("SELECT coalesce(max(id), 0) FROM subjects").fetchone()[0]  # never deleted
 

@@ -21,6 +21,7 @@ import gc
 import json
 import math
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -423,6 +424,9 @@ async def bench_footprint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     import_s = time.perf_counter() - t
     db = node_cfg.db_path
     size = db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob(db.name + "-*"))
+    copy_cfg = cfg(tmp, "copy")  # a peer holding the same events, for the incremental sync
+    copy_cfg.db_path.parent.mkdir(parents=True)
+    shutil.copyfile(db, copy_cfg.db_path)
     proc, url = serve_in_process(tmp, node_cfg, args.http_workers)
     try:
         t = time.perf_counter()
@@ -460,6 +464,7 @@ async def bench_footprint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             finally:
                 peer_proc.terminate()
                 peer_proc.wait(timeout=60)
+        incremental = await incremental_sync(subjects, url, proc.pid, copy_cfg)
         rss = peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
@@ -467,13 +472,48 @@ async def bench_footprint(args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     return {"events": n, "subjects": len(subjects), "import_s": round(import_s, 1),
             "store_bytes": size, "canonical_bytes": canonical, "store_ratio": round(size / canonical, 3),
             "restart_to_serving_s": round(restart_s, 2), "state_request_ms": round(state_ms, 3),
-            "full_sync_to_empty_peer_s": sync_s, "http_workers": args.http_workers,
+            "full_sync_to_empty_peer_s": sync_s, "incremental_sync": incremental, "http_workers": args.http_workers,
             "peak_rss_mb_serving": rss, "peak_rss_mb_syncing": syncing_rss,
             "peak_pss_mb_sampled": {k: round(v, 1) for k, v in pss.items()} if sync_s is not None else None,
             "pass_store": size / canonical <= 1.3, "pass_restart": restart_s <= 3,
             # each node process's peak RSS, and what a node with its helper processes costs
             # together (PSS: a page shared by several processes is counted once, split)
             "pass_rss": max(rss["node"], (syncing_rss or rss)["node"], *pss.values()) <= 250}
+
+
+async def incremental_sync(subjects: list[tuple[str, list[dict[str, Any]]]], url: str, serving_pid: int,
+                           copy_cfg: Any) -> dict[str, Any]:
+    """Per-sync cost at this size: the serving node takes one new event for each
+    of 100 records (pushed), then a peer that held everything else syncs once.
+    Its set is built before the timed sync (a running node has it already)."""
+    import httpx
+
+    fresh = []
+    for i in range(0, len(subjects), max(1, len(subjects) // INCREMENT))[:INCREMENT]:
+        evs = subjects[i][1]
+        more = synthetic_subject(REG, 50_000 + i, len(evs) + 1, MIRRORS)[1]  # as make_subjects made them
+        assert more[:-1] == evs
+        fresh.append(json.dumps(more[-1]).encode())
+    gc.freeze()  # the benchmark's own events (this process) are not walked by GC passes during the sync
+    keys = [REG.entry(), *(m.entry() for m in MIRRORS)]
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{url}/peer/v1/push", content=peer.encode({"v": 1, "events": fresh, "keys": keys}))
+        r.raise_for_status()
+    async with trio.open_nursery() as nursery:
+        b = await nursery.start(run_node, copy_cfg)
+        b.peers.reconcile_set()
+        before, t = cpu_seconds(serving_pid), time.perf_counter()
+        fetched, _pushed = await b.peers.sync_with(url)
+        seconds, serving_cpu = time.perf_counter() - t, cpu_seconds(serving_pid) - before
+        w = dict(b.peers.wire)
+        b.shutdown.set()
+    gc.unfreeze()
+    return {"new_events": len(fresh), "fetched": fetched, "seconds": round(seconds, 3),
+            "serving_node_cpu_s": round(serving_cpu, 3), "round_trips": w["requests"],
+            "bytes_both_ways": w["bytes_out"] + w["bytes_in"]}
+
+
+INCREMENT = 100  # records that each take one new event, for the incremental sync
 
 
 def pss_mb(pid: int) -> float:

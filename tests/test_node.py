@@ -530,3 +530,24 @@ async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: 
         rounds = b.peers.wire["requests"] - before
         assert fetched == 0 and b.node.store.event_count() == 30
         assert rounds <= 8  # stopped at the first batch that brought nothing, not after 300 / 20 rounds
+
+
+async def test_events_another_process_stored_are_offered_to_peers(tmp_path: Path):
+    """`pithnode import` may write to a running node's store. The node's
+    reconciliation set takes those events too (it follows the store's seq, not
+    the node's own writes), without being built again from the whole store."""
+    from pithnode.ingest import ingest_bundle
+    from pithnode.store import Store
+
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        await seed(a, 1200, 10)
+        assert await b.peers.sync_with(a.url) == (10, 0)
+        built = a.peers.reconcile_set()
+        pn, evs = synthetic_subject(REG, 1201, 15, MIRRORS)
+        cfg = a.node.cfg
+        with Store(cfg.db_path) as other:  # a second connection, as another process has
+            ingest_bundle(other, REG.bundle(pn, evs, keys=MIRRORS), source="import", trusted=cfg.trusted_ring(),
+                          registry=cfg.registry, now="2026-11-23T00:00:00Z")
+        assert await b.peers.sync_with(a.url) == (15, 0)
+        assert a.peers.reconcile_set() is built and len(built) == 25
+        assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256

@@ -44,6 +44,47 @@ def test_finds_exactly_the_symmetric_difference(sets):  # type: ignore[no-untype
     assert out["round_trips"] <= 12
 
 
+def packed(s: ReconcileSet) -> tuple:
+    return (list(s._ts), bytes(s._ids), list(s._lo), list(s._hi))
+
+
+@settings(max_examples=150, deadline=None)
+@given(two_sets(), st.lists(st.integers(1, 3), max_size=3))
+def test_a_set_grown_in_place_is_the_set_built_from_every_item(sets, cuts):  # type: ignore[no-untyped-def]
+    """`add` (new events, the node's set kept up to date) ends where building
+    the set from all the items would, held items and duplicates skipped,
+    however the additions are split and wherever they fall (even first)."""
+    held, more = sets
+    grown = ReconcileSet(held)
+    pieces, rest = [], list(more)
+    for c in cuts:  # a few additions of different sizes, the last one all that is left
+        pieces.append(rest[: len(rest) // c])
+        rest = rest[len(rest) // c :]
+    for piece in [*pieces, rest, rest[:2] * 2]:
+        grown.add(piece)
+    assert packed(grown) == packed(ReconcileSet(held + more))
+    assert grown.add(more) == 0
+
+
+def test_a_reconciliation_under_way_stays_right_while_its_set_grows():
+    """The initiator's set takes events (a sync stores them) between its messages:
+    it still ends with exactly what the other side holds and it lacked."""
+    rng = random.Random(8)
+    theirs = [item(i, rng.randrange(86400 * 20)) for i in range(5_000)]
+    mine = theirs[:1_000]
+    s = ReconcileSet(mine)
+    rec = Reconciler(s)
+    msg, rounds = rec.initiate(), 0
+    while msg is not None:
+        reply = Reconciler(ReconcileSet(theirs)).respond(msg)
+        if reply is None:
+            break
+        s.add(theirs[1_000 + 400 * rounds : 1_000 + 400 * (rounds + 1)])  # stored meanwhile
+        msg, rounds = rec.reconcile(reply), rounds + 1
+    assert not rec.have and rounds >= 2
+    assert rec.need | {e for _, e in theirs[: 1_000 + 400 * rounds]} >= {e for _, e in theirs}
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.integers(0, 10**6), unique=True, max_size=3000))
 def test_equal_sets_settle_in_one_small_round_trip(ids):  # type: ignore[no-untyped-def]
