@@ -266,7 +266,7 @@ def test_bulk_admission_workers_yield_the_cpu_to_readers():
 
 
 async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_once(tmp_path: Path, monkeypatch):
-    """One reconciliation over one snapshot of the set, its ids fetched MAX_NEED
+    """One reconciliation over the set built once, its ids fetched MAX_NEED
     at a time, stored APPLY_BATCH at a time, every subject merged once at the
     end: the states equal the source's."""
     from pithnode.node import peer as peer_mod
@@ -280,7 +280,7 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
         subjects = [await seed(a, 2000 + i, 30) for i in range(6)]
         batches: list[int] = []
-        real_fetch, real_keys = b.peers._fetch, b.node.store.event_keys
+        real_fetch, real_build = b.peers._fetch, peer_mod._build_set
         sets_built = 0
         steps: list[tuple[str, int]] = []  # ("start", events) per answer, ("apply", events) per commit
         real_start, real_apply = b.node.start_admission, b.node.apply_admitted
@@ -301,13 +301,13 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
             batches.append(len(ids))
             return await real_fetch(url, ids)
 
-        def counted_keys():  # type: ignore[no-untyped-def]
+        def counted_build(path):  # type: ignore[no-untyped-def]
             nonlocal sets_built
-            sets_built += 1
-            return real_keys()
+            sets_built += path == b.node.store.path  # (a builds its own set too, once)
+            return real_build(path)
 
         monkeypatch.setattr(b.peers, "_fetch", counted)
-        monkeypatch.setattr(b.node.store, "event_keys", counted_keys)
+        monkeypatch.setattr(peer_mod, "_build_set", counted_build)
         fetched, _ = await b.peers.sync_with(a.url)
         assert fetched == a.node.store.event_count() == b.node.store.event_count() == 180
         assert len(batches) >= 180 // 40 and max(batches) < 40 + 20 and sum(batches) == 180
@@ -540,14 +540,14 @@ async def test_events_another_process_stored_are_offered_to_peers(tmp_path: Path
     from pithnode.store import Store
 
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
-        await seed(a, 1200, 10)
-        assert await b.peers.sync_with(a.url) == (10, 0)
-        built = a.peers.reconcile_set()
+        await seed(a, 1200, 20)
+        assert await b.peers.sync_with(a.url) == (20, 0)
+        built = await a.peers.reconcile_set()
         pn, evs = synthetic_subject(REG, 1201, 15, MIRRORS)
         cfg = a.node.cfg
         with Store(cfg.db_path) as other:  # a second connection, as another process has
             ingest_bundle(other, REG.bundle(pn, evs, keys=MIRRORS), source="import", trusted=cfg.trusted_ring(),
                           registry=cfg.registry, now="2026-11-23T00:00:00Z")
         assert await b.peers.sync_with(a.url) == (15, 0)
-        assert a.peers.reconcile_set() is built and len(built) == 25
+        assert await a.peers.reconcile_set() is built and len(built) == 35  # grown, not built again
         assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256
