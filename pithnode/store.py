@@ -373,7 +373,7 @@ class Store:
             raise _translate(exc, self.path) from exc
         self._in_tx = False
         self._ring: KeyRing | None = None
-        self._signer_ids: dict[str, int] = {}  # committed rows only: cleared when a transaction rolls back
+        self._signer_ids: dict[str, int] = {}  # made or read here; cleared on a rollback (its rows are gone)
 
     # -- lifecycle ---------------------------------------------------------------
 
