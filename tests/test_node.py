@@ -532,22 +532,38 @@ async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: 
         assert rounds <= 8  # stopped at the first batch that brought nothing, not after 300 / 20 rounds
 
 
-async def test_events_another_process_stored_are_offered_to_peers(tmp_path: Path):
+async def test_events_another_process_stored_are_offered_to_peers(tmp_path: Path, monkeypatch):
     """`pithnode import` may write to a running node's store. The node's
     reconciliation set takes those events too (it follows the store's seq, not
-    the node's own writes), without being built again from the whole store."""
+    the node's own writes), in place; it is built anew (on a thread) only when
+    adding them would rewrite too much of it on the event loop."""
     from pithnode.ingest import ingest_bundle
+    from pithnode.node import peer as peer_mod
     from pithnode.store import Store
 
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
         await seed(a, 1200, 20)
         assert await b.peers.sync_with(a.url) == (20, 0)
         built = await a.peers.reconcile_set()
-        pn, evs = synthetic_subject(REG, 1201, 15, MIRRORS)
         cfg = a.node.cfg
-        with Store(cfg.db_path) as other:  # a second connection, as another process has
-            ingest_bundle(other, REG.bundle(pn, evs, keys=MIRRORS), source="import", trusted=cfg.trusted_ring(),
-                          registry=cfg.registry, now="2026-11-23T00:00:00Z")
+
+        def other_process_stores(n: int, events: int) -> str:
+            pn, evs = synthetic_subject(REG, n, events, MIRRORS)
+            with Store(cfg.db_path) as other:  # a second connection, as another process has
+                ingest_bundle(other, REG.bundle(pn, evs, keys=MIRRORS), source="import", trusted=cfg.trusted_ring(),
+                              registry=cfg.registry, now="2026-11-23T00:00:00Z")
+            return pn
+
+        pn = other_process_stores(1201, 15)
         assert await b.peers.sync_with(a.url) == (15, 0)
-        assert await a.peers.reconcile_set() is built and len(built) == 35  # grown, not built again
+        assert await a.peers.reconcile_set() is built and len(built) == 35  # grown in place
+        assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256
+
+        # events dated among those held (not after them all) would rewrite part of the
+        # set; over the limit, the set is built anew instead
+        monkeypatch.setattr(peer_mod, "SET_MAX_REWRITE", 0)
+        pn = other_process_stores(1202, 12)
+        assert await b.peers.sync_with(a.url) == (12, 0)
+        again = await a.peers.reconcile_set()
+        assert again is not built and len(again) == 47 and len(built) == 35
         assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256

@@ -66,6 +66,16 @@ def test_a_set_grown_in_place_is_the_set_built_from_every_item(sets, cuts):  # t
     assert grown.add(more) == 0
 
 
+def test_an_addition_that_would_rewrite_too_much_changes_nothing():
+    items = [item(i, 1000 + i) for i in range(100)]
+    s = ReconcileSet(items)
+    before = packed(s)
+    assert s.add([item(500, 1010)], max_rewrite=50) is None and packed(s) == before  # 90 held items after it
+    assert s.add([item(501, 1095)], max_rewrite=50) == 1  # 5 after it
+    assert s.add([item(502, 5000)], max_rewrite=0) == 1  # after them all
+    assert packed(s) == packed(ReconcileSet(items + [item(501, 1095), item(502, 5000)]))
+
+
 def test_a_reconciliation_under_way_stays_right_while_its_set_grows():
     """The initiator's set takes events (a sync stores them) between its messages:
     it still ends with exactly what the other side holds and it lacked."""

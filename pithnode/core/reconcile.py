@@ -100,19 +100,23 @@ class ReconcileSet:
     def __len__(self) -> int:
         return len(self._ts)
 
-    def add(self, items: Iterable[tuple[str, str]]) -> int:
+    def add(self, items: Iterable[tuple[str, str]], max_rewrite: int | None = None) -> int | None:
         """Add (created_at, event_id) pairs in place (ones held already are
         skipped); returns how many were new. Only the items from the first new
         one on are rewritten: new events are mostly recent, so that tail is
         short, where building the set again costs ~3 s of CPU at 1M events.
         Items before the first new one keep their positions, and a Reconciler
         finds its ranges by bound at every message, so one working on this set
-        stays consistent while it grows."""
+        stays consistent while it grows. None, and nothing changed, when more
+        than `max_rewrite` held items would have to be rewritten (old events:
+        the caller may rather build the set anew, elsewhere)."""
         new = sorted({(timestamp_seconds(c), bytes.fromhex(e[7:])) for c, e in items})
         new = [(ts, raw) for ts, raw in new if not self._holds(ts, raw)]
         if not new:
             return 0
         start = self.index(new[0])
+        if max_rewrite is not None and len(self._ts) - start > max_rewrite:
+            return None
         tail_ts, tail_ids = self._ts[start:], self._ids[32 * start :]  # ~40 bytes per item, not a tuple each
         old = ((tail_ts[k], bytes(tail_ids[32 * k : 32 * k + 32])) for k in range(len(tail_ts)))
         del self._ts[start:], self._ids[32 * start :], self._lo[start + 1 :], self._hi[start + 1 :]

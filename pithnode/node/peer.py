@@ -45,6 +45,7 @@ MAX_ROUNDS = 1_000  # a reply lists at most 50k ids (core/reconcile.py): enough 
 MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes ~log16(n) of them
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
 MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
+SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewrite on the event loop (~0.12 s)
 MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
 
 
@@ -132,24 +133,29 @@ class PeerService:
         """Our events as a reconciliation set: built from the store once, then
         kept up to date in place with the events stored since (by any process:
         found by seq), at a cost that grows with what is new, not with what is
-        held. When more is new than held (a node's first sync), it is built
-        again. A build (~3 s of CPU at 1M events) runs on a thread with its own
-        read-only connection, so readers are still served meanwhile; one at a
-        time (two sets at once would double that memory)."""
+        held. It is built anew when more is new than held (a node's first sync)
+        or when new events land so far back that adding them would rewrite more
+        than SET_MAX_REWRITE items on the event loop (old-dated events). A build
+        (~4 s at 1M events) runs on a thread with its own read-only connection,
+        so readers are still served meanwhile; one at a time (two sets at once
+        would double that memory)."""
         async with self._set_lock:
             store = self.node.store
             newest = store.event_count()  # the newest seq (never deleted, so also how many)
-            if self._set is None or newest - self._set[0] > len(self._set[1]):
-                self._set = None  # freed first (a sync under way may still hold it)
-                # events stored after `newest` was read come again below, skipped as held
-                self._set = (newest, await trio.to_thread.run_sync(_build_set, store.path))
-            seq, items = self._set
-            if newest > seq:
+            if self._set is not None and newest - self._set[0] <= len(self._set[1]):
+                seq, items = self._set
                 for chunk in store.event_keys_since(seq):
-                    items.add((c, e) for _seq, c, e in chunk)
+                    if items.add(((c, e) for _seq, c, e in chunk), max_rewrite=SET_MAX_REWRITE) is None:
+                        break  # built anew below
                     seq = chunk[-1][0]
-                self._set = (seq, items)
-            return items
+                else:
+                    self._set = (seq, items)
+                    return items
+            self._set = None  # freed first (a sync under way may still hold it)
+            # events stored after `newest` was read come again at the next call, skipped as held
+            newest = store.event_count()
+            self._set = (newest, await trio.to_thread.run_sync(_build_set, store.path))
+            return self._set[1]
 
     # -- server side ---------------------------------------------------------------
 
