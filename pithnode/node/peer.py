@@ -229,8 +229,9 @@ class PeerService:
     async def sync_with(self, url: str) -> tuple[int, int]:
         """Reconcile with one peer: fetch what we lack, push what it lacks.
 
-        One reconciliation over one snapshot of our set, however far apart the
-        two sides are: whenever MAX_NEED ids are learned they are fetched (or
+        One reconciliation over our set (which may grow meanwhile: ranges are
+        found by bound at every message), however far apart the two sides
+        are: whenever MAX_NEED ids are learned they are fetched (or
         pushed) before it goes on, so memory stays bounded and nothing is
         rebuilt (rebuilding the set per batch made a 1M-event sync quadratic).
         Fetched events are stored as they come and each touched subject is
