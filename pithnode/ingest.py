@@ -44,6 +44,13 @@ class Quotas:
 
     def split(self, store: Store, subject_id: int, events: list[dict[str, Any]], bodies: list[bytes],
               registry: frozenset[str]) -> tuple[list[dict[str, Any]], list[bytes], list[dict[str, Any]]]:
+        # Only events by other keys than the registry's can be refused, and none
+        # while the record would hold no more events than the smaller limit: the
+        # counts per signer (a scan of the record's events) are read only then.
+        if all(e["signer"]["public_key_fingerprint"] in registry for e in events) or (
+                store.subject_event_count(subject_id) + len(events)
+                <= min(self.max_signers_per_subject, self.max_events_per_signer)):
+            return events, bodies, []
         counts = store.signer_counts(subject_id)
         kept, kept_bodies, refused = [], [], []
         for e, b in zip(events, bodies):
@@ -398,7 +405,7 @@ def admit_raw(raw: list[bytes], key_entries: list[dict[str, Any]], max_bytes: in
         adm = admit(ev, subject, ring)  # type: ignore[arg-type]
         claimed = ev.get("event_id") if isinstance(ev.get("event_id"), str) else None
         if adm.body is not None:
-            adm = replace(adm, body=pack(adm.body))  # compressed for the store here, off the main process
+            adm = Admission(adm.event_id, body=pack(adm.body))  # compressed for the store here, off the main process
         out.append((subject, adm, _light(ev) if adm.admitted else {"event_id": claimed}))
     return out
 

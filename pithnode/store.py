@@ -477,8 +477,9 @@ class Store:
         """Store the keys of `ring` named by `fingerprints`; returns how many were new."""
         self._write()
         new = 0
+        held = self._ring if self._ring is not None else {}  # the cached ring holds only stored keys
         for fp in fingerprints:
-            if fp in ring:
+            if fp in ring and fp not in held:
                 self.db.execute(
                     "INSERT OR IGNORE INTO keys(fingerprint, raw, key_id, first_seen) VALUES (?,?,?,?)",
                     (fp, ring[fp], ring.key_id(fp), at),
@@ -650,6 +651,11 @@ class Store:
             bodies.append(unpack(body))
             signers.add(fp)
         return bodies, signers
+
+    def subject_event_count(self, subject_id: int) -> int:
+        """How many events a subject holds now (its stored state may count fewer)."""
+        (n,) = self.db.execute("SELECT count(*) FROM events WHERE subject_id=?", (subject_id,)).fetchone()
+        return n
 
     def signer_counts(self, subject_id: int) -> dict[str, int]:
         """Events held per signer fingerprint for a subject."""

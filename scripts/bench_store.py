@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_node  # noqa: E402
 
+from pithnode.ingest import Quotas  # noqa: E402
 from pithnode.store import NewEvent, Store  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def replay(source: Store, target: Store, batch: int, windows: int = 10) -> list[
         "SELECT s.pith_number, e.event_id, e.created_at, e.event_type, k.fingerprint, e.body "
         "FROM events e JOIN subjects s ON s.id = e.subject_id JOIN signers k ON k.id = e.signer_id "
         "ORDER BY e.created_at, e.event_id")
+    quotas, registry = Quotas(), frozenset({bench_node.REG.fingerprint})
     out: list[float] = []
     spent, in_window, done = 0.0, 0, 0
     while chunk := list(islice(rows, batch)):
@@ -44,7 +46,8 @@ def replay(source: Store, target: Store, batch: int, windows: int = 10) -> list[
             for pn, events in by_subject.items():  # what `_store_admitted` does per record
                 had = target.subject(pn)
                 sid = had.id if had else target.ensure_subject(pn)
-                target.signer_counts(sid)
+                light = [{"signer": {"public_key_fingerprint": e.signer_fp}} for e in events]
+                quotas.split(target, sid, light, [e.body for e in events], registry)
                 target.add_events(sid, events, "peer", "2026-11-23T00:00:00Z")
         spent += time.perf_counter() - t
         in_window += len(chunk)

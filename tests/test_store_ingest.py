@@ -434,3 +434,44 @@ def test_schema_4_store_upgrades_with_every_held_event_visible(tmp_path: Path):
         subject = store.subject(res.pith_number)
         assert len(events_of(store, subject)) == 2 and store.unmerged_subjects() == []
         assert subject.state_sha256 == REAL_STATE_SHA
+
+
+def test_flood_quotas_refuse_exactly_what_counting_every_signer_refuses(env):
+    """`Quotas.split` skips counting a record's signers while no limit can bind;
+    batch after batch it must refuse exactly what the plain rule, applied to the
+    counts of everything stored, refuses: both limits, at and past their edge."""
+    import hashlib
+    import random
+
+    from pithnode.ingest import Quotas
+    from pithnode.store import NewEvent
+
+    store, _cfg = env
+    registry = frozenset({"reg"})
+    rng = random.Random(6)
+    serial = 0
+    for max_signers, max_events in [(1, 9), (2, 3), (3, 2), (4, 4), (9, 1)]:
+        quotas = Quotas(max_signers, max_events)
+        pn = f"pith:2026:{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[max_signers]}" + "A" * 25
+        with store.transaction():
+            sid = store.ensure_subject(pn)
+        for _batch in range(8):
+            fps = [rng.choice(["reg", "m1", "m2", "m3", "m4", "m5"]) for _ in range(rng.randint(1, 4))]
+            events = [{"signer": {"public_key_fingerprint": fp}} for fp in fps]
+            bodies = [b"{}" for _ in fps]
+            counts, expected = store.signer_counts(sid), []
+            for fp in fps:  # the rule, on the counts of everything stored
+                if fp in registry or (counts.get(fp, 0) < max_events and (fp in counts or len(counts) < max_signers)):
+                    counts[fp] = counts.get(fp, 0) + 1
+                    expected.append(fp)
+            with store.transaction():
+                kept, kept_bodies, refused = quotas.split(store, sid, events, bodies, registry)
+                assert [e["signer"]["public_key_fingerprint"] for e in kept] == expected
+                assert len(kept_bodies) == len(kept) and len(kept) + len(refused) == len(events)
+                rows = []
+                for e in kept:
+                    serial += 1
+                    eid = "sha256:" + hashlib.sha256(str(serial).encode()).hexdigest()
+                    rows.append(NewEvent(eid, NOW, "t", e["signer"]["public_key_fingerprint"], b"{}"))
+                store.add_events(sid, rows, "s", NOW)
+        assert store.subject_event_count(sid) == sum(store.signer_counts(sid).values())
