@@ -131,18 +131,25 @@ def _feed(write: Any, value: Any, depth: int, chunk: int) -> None:
         write(_dumps(value).encode("utf-8"))
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# One decoder for every parse: json.loads with an option builds a new one per call.
+_decode = json.JSONDecoder(parse_constant=_no_constants).decode
+
+
 def parse_json(data: bytes | str) -> Any:
     """Parse untrusted JSON. Raises ValueError (never RecursionError) on bad input.
 
     NaN/Infinity are refused outright; floats survive parsing so that admission
-    can reject the one event holding them, not the whole document.
+    can reject the one event holding them, not the whole document. Bytes are
+    read as json.loads reads them (UTF-8, -16 or -32).
     """
-
-    def _no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
     try:
-        return json.loads(data, parse_constant=_no_constants)
+        if not isinstance(data, str):
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return _decode(data)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc
     except UnicodeDecodeError as exc:
