@@ -416,6 +416,15 @@ def test_parse_json_refuses_non_json_constants_and_deep_nesting() -> None:
     assert parse_json(b'{"a": [1, "\\u00e9"]}') == {"a": [1, "é"]}
 
 
+def test_parse_json_reads_bytes_in_every_encoding_json_loads_reads() -> None:
+    doc = {"a": [1, 2.5, "é\u2028", None], "b": {"c": "\U0001f600"}}  # a float survives parsing
+    text = json.dumps(doc, ensure_ascii=False)
+    for data in (text, text.encode("utf-8"), text.encode("utf-8-sig"), text.encode("utf-16"), text.encode("utf-32"),
+                 text.encode("utf-16-le"), json.dumps(doc).encode("ascii")):
+        assert parse_json(data) == json.loads(data) == doc
+    assert parse_json(b'["\\ud800"]') == json.loads(b'["\\ud800"]') == ["\ud800"]  # admission refuses it later
+
+
 def test_canonical_bytes_are_the_spec_serialization() -> None:
     value = {"é": ["ü", 1, True, None, {"b": 2, "a": "\u2028"}], "A": "\x7f", "z": -0}
     assert canonical_bytes(value) == cj(value) == '{"A":"\x7f","z":0,"é":["ü",1,true,null,{"a":"\u2028","b":2}]}'.encode()
