@@ -52,15 +52,16 @@ class Quotas:
                 <= min(self.max_signers_per_subject, self.max_events_per_signer)):
             return events, bodies, []
         counts = store.signer_counts(subject_id)
+        signers = sum(1 for fp in counts if fp not in registry)  # the registry takes no place under the cap
         kept, kept_bodies, refused = [], [], []
         for e, b in zip(events, bodies):
             fp = e["signer"]["public_key_fingerprint"]
-            if fp not in registry and (
-                (fp not in counts and len(counts) >= self.max_signers_per_subject)
-                or counts.get(fp, 0) >= self.max_events_per_signer
-            ):
-                refused.append(e)
-                continue
+            if fp not in registry:
+                if fp in counts and counts[fp] >= self.max_events_per_signer or (
+                        fp not in counts and signers >= self.max_signers_per_subject):
+                    refused.append(e)
+                    continue
+                signers += fp not in counts
             counts[fp] = counts.get(fp, 0) + 1
             kept.append(e)
             kept_bodies.append(b)
