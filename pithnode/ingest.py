@@ -57,8 +57,8 @@ class Quotas:
         for e, b in zip(events, bodies):
             fp = e["signer"]["public_key_fingerprint"]
             if fp not in registry:
-                if fp in counts and counts[fp] >= self.max_events_per_signer or (
-                        fp not in counts and signers >= self.max_signers_per_subject):
+                if (counts[fp] >= self.max_events_per_signer if fp in counts
+                        else signers >= self.max_signers_per_subject):
                     refused.append(e)
                     continue
                 signers += fp not in counts
