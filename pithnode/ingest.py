@@ -11,7 +11,7 @@ import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ from .core import (
     split_pith_number,
 )
 from .store import NewEvent, Store, pack, unpack
+from .workers import WorkerPool
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 GROUP_EVENTS = 5_000  # events per commit when importing many bundles
@@ -469,7 +470,7 @@ def import_bundles(
     result is yielded only once committed. A StoreError stops the import."""
     workers = workers or max(1, os.cpu_count() or 1)
     ring = node_ring(store, trusted)
-    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(ring.entries(), registry, max_bytes)) as pool:
+    with WorkerPool(workers, initializer=_worker_init, initargs=(ring.entries(), registry, max_bytes)) as pool:
         queue: deque[tuple[str, bytes | Exception, Future[BundleReport | str] | None]] = deque()
         it = iter(items)
 

@@ -123,7 +123,7 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await wait_up(serving[1])
             print("fresh node syncing over loopback HTTP...", file=sys.stderr)
             pool = admission_pool()
-            workers = list(pool._processes) if pool is not None else []  # noqa: SLF001 (started by the node)
+            workers = pool.pids if pool is not None else []  # started by the node
             before = {"serving_node": cpu_seconds(serving[0].pid), "syncing_node": time.process_time(),
                       "admission_workers": sum(cpu_seconds(w) for w in workers)}
             t = time.perf_counter()
@@ -133,7 +133,7 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 rounds += 1
             elapsed = time.perf_counter() - t
             held = b.node.store.event_count()
-            workers = list(pool._processes) if pool is not None else []  # noqa: SLF001
+            workers = pool.pids if pool is not None else []
             cpu = {"serving_node": cpu_seconds(serving[0].pid) - before["serving_node"],
                    "syncing_node": time.process_time() - before["syncing_node"],
                    "admission_workers": sum(cpu_seconds(w) for w in workers) - before["admission_workers"]}

@@ -31,6 +31,18 @@ def check_store(cfg, expected: dict[str, set[str]]) -> int:
         return len(store.subjects())
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # gone meanwhile
+        return []
+
+
+def grandchildren(pid: int) -> list[int]:
+    """The import's workers: children of its fork server, itself a child."""
+    return [g for c in children(pid) for g in children(c)]
+
+
 def test_kill_9_during_import_never_half_applies(tmp_path: Path):
     cfg_path = write_config(tmp_path, durability="normal")
     cfg = config(tmp_path, durability="normal")
@@ -75,14 +87,12 @@ def test_a_checking_process_killed_stops_the_import_cleanly(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITHNODE_")}
     cmd = [sys.executable, "-m", "pithnode", "import", *files, "--no-progress", "--json", "--config", str(cfg_path)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     deadline = time.monotonic() + 30
-    while proc.poll() is None and time.monotonic() < deadline and not children.read_text().split():
+    while proc.poll() is None and time.monotonic() < deadline and not (workers := grandchildren(proc.pid)):
         time.sleep(0.01)
-    workers = children.read_text().split() if proc.poll() is None else []
-    assert workers, "the import should still be running when its workers start"
+    assert proc.poll() is None and workers, "the import should still be running when its workers start"
     time.sleep(0.3)
-    os.kill(int(workers[-1]), signal.SIGKILL)
+    os.kill(workers[-1], signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
     assert "worker processes died" in out and "Traceback" not in err

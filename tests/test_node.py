@@ -457,10 +457,7 @@ async def test_admission_workers_killed_before_or_during_a_sync_are_replaced(tmp
         pytest.skip("one core: admission runs on a thread")
 
     def kill_workers() -> None:  # at once: work just started is still queued or running
-        pool = service.admission_pool()
-        if not pool._processes:  # noqa: SLF001
-            pool.submit(os.getpid).result(timeout=60)
-        for pid in list(pool._processes):  # noqa: SLF001
+        for pid in service.admission_pool().pids:
             os.kill(pid, signal.SIGKILL)
 
     async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c):

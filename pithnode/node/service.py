@@ -15,7 +15,6 @@ queues the new events for its peers.
 from __future__ import annotations
 
 import gzip
-import multiprocessing
 import os
 import json
 import logging
@@ -23,7 +22,7 @@ import shlex
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from ..ingest import (
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import LookupError_, own_bundle
+from ..workers import WorkerPool
 from .metrics import Metrics
 
 log = logging.getLogger("pithnode.node")
@@ -52,17 +52,16 @@ MERGE_EVENTS = 20_000  # and at most about this many events (bounded memory with
 UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
 ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
-_POOL: ProcessPoolExecutor | None = None
+_POOL: WorkerPool | None = None
 _THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
 
 
-def admission_pool() -> ProcessPoolExecutor | None:
+def admission_pool() -> WorkerPool | None:
     """One pool of admission workers per process (shared by every node in it),
     started by a fork server so no worker inherits the event loop's threads."""
     global _POOL
     if _POOL is None and (os.cpu_count() or 1) > 1:
-        _POOL = ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("forkserver"),
-                                    initializer=background_worker, initargs=(ADMISSION_NICE,))
+        _POOL = WorkerPool(os.cpu_count() or 1, initializer=background_worker, initargs=(ADMISSION_NICE,))
     return _POOL
 
 
@@ -78,7 +77,7 @@ def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: 
         return [_THREAD_POOL.submit(fn, items, *args)]
     step = max(min_chunk, len(items) // (chunks_per_worker * (os.cpu_count() or 1)) + 1)
 
-    def submit(pool: ProcessPoolExecutor) -> list[Future[Any]]:
+    def submit(pool: WorkerPool) -> list[Future[Any]]:
         return [pool.submit(fn, items[i : i + step], *args) for i in range(0, len(items), step)]
 
     try:
