@@ -51,7 +51,9 @@ def test_results_errors_and_tasks_spread_over_workers():
         err = pool.submit(fail, "bad input").exception(timeout=60)
         assert isinstance(err, ValueError) and str(err) == "bad input"
         assert "in the worker process" in "".join(getattr(err, "__notes__", []))
-        assert pool.submit(square, 3).result(timeout=60)[0] == 9  # an error does not break the pool
+        unpicklable = pool.submit(square, threading.Lock()).exception(timeout=60)  # never reaches a worker
+        assert isinstance(unpicklable, TypeError) and "pickle" in str(unpicklable)
+        assert pool.submit(square, 3).result(timeout=60)[0] == 9  # neither error breaks the pool
     with WorkerPool(2) as pool:  # two slow tasks at once: two processes
         futs = [pool.submit(sleep_pid, 0.5) for _ in range(2)]
         assert len({f.result(timeout=60) for f in futs}) == 2
