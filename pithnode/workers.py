@@ -49,7 +49,9 @@ def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: 
 class WorkerPool:
     """`workers` processes started by a fork server (none inherits the caller's
     threads), each running `initializer(*initargs)` first. `submit` returns a
-    concurrent.futures.Future; tasks go to whichever worker is free."""
+    concurrent.futures.Future; tasks go to whichever worker is free. As with
+    spawn, a script using it keeps its work under `if __name__ == "__main__"`:
+    each worker runs the script's module first."""
 
     def __init__(self, workers: int, *, initializer: Callable[..., None] | None = None,
                  initargs: tuple[Any, ...] = ()) -> None:
