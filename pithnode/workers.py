@@ -42,7 +42,9 @@ def _serve(conn: Connection, initializer: Callable[..., None] | None, initargs: 
             reply = (False, exc)
         try:
             conn.send(reply)
-        except Exception as exc:  # noqa: BLE001  (a result that does not pickle)
+        except OSError:  # the pool is gone
+            return
+        except Exception as exc:  # noqa: BLE001  (a result that does not pickle: pickled before any byte is sent)
             conn.send((False, RuntimeError(f"the worker's result could not be sent back: {exc!r}")))
 
 

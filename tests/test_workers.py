@@ -14,8 +14,12 @@ import pytest
 from pithnode.workers import WorkerPool
 
 
-def square(n: int) -> tuple[int, int]:
-    return n * n, os.getpid()
+def square(n: int) -> int:
+    return n * n
+
+
+def a_lock() -> threading.Lock:
+    return threading.Lock()
 
 
 def fail(msg: str) -> None:
@@ -44,24 +48,26 @@ def seen() -> int:
     return SEEN
 
 
+def sleep_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def test_results_errors_and_tasks_spread_over_workers():
     with WorkerPool(2) as pool:
         futs = [pool.submit(square, n) for n in range(200)]
-        assert [f.result(timeout=60)[0] for f in futs] == [n * n for n in range(200)]
+        assert [f.result(timeout=60) for f in futs] == [n * n for n in range(200)]
         err = pool.submit(fail, "bad input").exception(timeout=60)
         assert isinstance(err, ValueError) and str(err) == "bad input"
         assert "in the worker process" in "".join(getattr(err, "__notes__", []))
         unpicklable = pool.submit(square, threading.Lock()).exception(timeout=60)  # never reaches a worker
         assert isinstance(unpicklable, TypeError) and "pickle" in str(unpicklable)
-        assert pool.submit(square, 3).result(timeout=60)[0] == 9  # neither error breaks the pool
+        unsendable = pool.submit(a_lock).exception(timeout=60)
+        assert isinstance(unsendable, RuntimeError) and "could not be sent back" in str(unsendable)
+        assert pool.submit(square, 3).result(timeout=60) == 9  # no such error breaks the pool
     with WorkerPool(2) as pool:  # two slow tasks at once: two processes
         futs = [pool.submit(sleep_pid, 0.5) for _ in range(2)]
         assert len({f.result(timeout=60) for f in futs}) == 2
-
-
-def sleep_pid(seconds: float) -> int:
-    time.sleep(seconds)
-    return os.getpid()
 
 
 def test_initializer_runs_in_each_worker():
@@ -92,7 +98,8 @@ def test_a_worker_killed_while_sending_its_result_fails_the_pool_at_once(delay: 
 def test_shutdown_cancels_queued_tasks_and_waits_for_running_ones():
     pool = WorkerPool(1)
     running = pool.submit(slow, 0.5)
-    time.sleep(0.2)
+    while not running.running():  # handed to the worker
+        time.sleep(0.01)
     queued = [pool.submit(slow, 5) for _ in range(3)]
     pool.shutdown(wait=True, cancel_futures=True)
     assert running.result(timeout=0) == 0.5
