@@ -297,16 +297,22 @@ def ingest_bundle(
         if source is not None:
             _flag_source(store, bundle, report, result, source, now)
         if not result.source_state_matches and isinstance(bundle.get("state"), dict):
-            store.add_report("disagreement", pn, f"disagreement|{pn}|{source}|{report.published_state_sha256}", {
+            # the signed bundle is the evidence anyone can check offline; a source lying anew on every
+            # poll gets only its first few kept (the reports go on, without the bundle)
+            key = f"disagreement|{pn}|{source}|{report.published_state_sha256}"
+            kept = {"bundle": bundle} if report.signature_ok and store.reports_before(
+                "disagreement", pn, source, key) < MAX_KEPT_BUNDLES else {}
+            store.add_report("disagreement", pn, key, {
                 "source": source, "bundle_sha256": report.bundle_sha256,
                 "published_state_sha256": report.published_state_sha256,
                 "merge_of_its_events_sha256": result.source_merge_sha256,
-                "published_state_consistent": report.published_state_consistent,
+                "published_state_consistent": report.published_state_consistent, **kept,
             }, source, now)
     return result
 
 
 STALE_AFTER = timedelta(hours=48)
+MAX_KEPT_BUNDLES = 4  # disagreeing bundles kept as evidence per (record, source)
 
 
 def _instant(text: object) -> datetime | None:

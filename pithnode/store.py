@@ -754,6 +754,25 @@ class Store:
             for k, s, d, src, f, last in rows
         ]
 
+    def reports_before(self, kind: str, subject: str, source: str | None, dedupe: str) -> int:
+        """How many reports of `kind` on `subject` from `source` came before the one keyed `dedupe`
+        (all of them when it is new): its rank, which stays the same when it is seen again."""
+        return self.db.execute(
+            "SELECT count(*) FROM reports WHERE kind=? AND subject=? AND source IS ? "
+            "AND id < coalesce((SELECT id FROM reports WHERE dedupe=?), 9e18)", (kind, subject, source, dedupe)
+        ).fetchone()[0]
+
+    def latest_bundle_checks(self, subject: str, limit: int = 1000) -> list[dict[str, Any]]:
+        """The newest bundle check of each source of `subject` (among its last `limit`)."""
+        rows = self.db.execute(
+            "SELECT source, published_state_sha256, source_state_matches, signature_ok, at FROM bundle_checks "
+            "WHERE subject=? ORDER BY id DESC LIMIT ?", (subject, limit))
+        out: dict[str | None, dict[str, Any]] = {}
+        for source, published, matches, sig_ok, at in rows:
+            out.setdefault(source, {"source": source, "published_state_sha256": published,
+                                    "source_state_matches": bool(matches), "signature_ok": bool(sig_ok), "at": at})
+        return list(out.values())
+
     def add_bundle_check(self, subject: str, source: str | None, check: dict[str, Any], at: str) -> None:
         self._write()
         self.db.execute(
@@ -782,6 +801,12 @@ class Store:
 
     def sources(self, subject: str | None = None) -> list[dict[str, Any]]:
         urls = [r[0] for r in self.db.execute("SELECT url FROM sources WHERE ?1 IS NULL OR subject=?1 ORDER BY url", (subject,))]
+        return [s for s in map(self.source, urls) if s]
+
+    def recent_sources(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The sources fetched last, newest attempt first."""
+        urls = [r[0] for r in self.db.execute(
+            "SELECT url FROM sources WHERE last_attempt IS NOT NULL ORDER BY last_attempt DESC LIMIT ?", (limit,))]
         return [s for s in map(self.source, urls) if s]
 
     def note_source(

@@ -4,6 +4,7 @@ Used by the CLI and the HTTP server alike, so both say the same thing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -114,6 +115,18 @@ def own_bundle(store: Store, subject: Subject, identity: NodeIdentity, trusted: 
     )
 
 
+def signed_evidence(store: Store, event_ids: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The stored events named (canonical order) and the public keys that verify them."""
+    evidence = [json.loads(body) for _pn, body in store.events_by_id(event_ids)]
+    evidence.sort(key=lambda e: (e["created_at"], e["event_id"]))
+    held, keys = store.key_ring(), KeyRing()
+    for e in evidence:
+        fp = e["signer"]["public_key_fingerprint"]
+        if fp in held:
+            keys.add_raw(held[fp], held.key_id(fp))
+    return evidence, keys.entries()
+
+
 def equivocation_reports(store: Store, *, since: str | None = None, subject: str | None = None,
                          limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
     """Equivocation reports, newest first, each with the conflicting signed
@@ -121,16 +134,42 @@ def equivocation_reports(store: Store, *, since: str | None = None, subject: str
     out = []
     for rep in store.reports("equivocation", since=since, subject=subject, limit=limit, offset=offset):
         eq = rep["detail"]
-        evidence = [json.loads(body) for _pn, body in store.events_by_id(eq["event_ids"])]
-        evidence.sort(key=lambda e: (e["created_at"], e["event_id"]))
-        keys = KeyRing()
-        for e in evidence:
-            fp = e["signer"]["public_key_fingerprint"]
-            if fp in store.key_ring():
-                keys.add_raw(store.key_ring()[fp], store.key_ring().key_id(fp))
+        evidence, keys = signed_evidence(store, eq["event_ids"])
         out.append({"pith_number": rep["subject"], "first_seen": rep["first_seen"], "last_seen": rep["last_seen"],
-                    "source": rep["source"], **eq, "events": evidence, "public_keys": keys.entries()})
+                    "source": rep["source"], **eq, "events": evidence, "public_keys": keys})
     return out
+
+
+EVIDENCE_KINDS = ("equivocation", "disagreement")
+
+
+def evidence_id(report: dict[str, Any]) -> str:
+    """A report's id in page URLs and the feed: a hash of what makes it one report (the store's
+    dedupe key), so it is the same across restarts and on every node that saw the same conflict."""
+    d, pn = report["detail"], report["subject"]
+    key = (f"equivocation|{pn}|{d['identity']}|{d['target']}|{d['prev_event']}" if report["kind"] == "equivocation"
+           else f"disagreement|{pn}|{d.get('source')}|{d.get('published_state_sha256')}")
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def evidence_reports(store: Store, *, subject: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Equivocation and disagreement reports, newest first, each with its `id`."""
+    reports = [r for kind in EVIDENCE_KINDS for r in store.reports(kind, subject=subject, limit=limit)]
+    reports.sort(key=lambda r: r["first_seen"], reverse=True)
+    return [{**r, "id": evidence_id(r)} for r in reports[:limit]]
+
+
+def evidence_doc(store: Store, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The self-contained download `pithnode verify` checks offline: for an equivocation the
+    conflicting signed events with their keys (an events list), for a disagreement the source's
+    signed bundle as it was received (None when it was not kept)."""
+    if report["kind"] == "disagreement":
+        return report["detail"].get("bundle")
+    d = report["detail"]
+    events, keys = signed_evidence(store, d["event_ids"])
+    return {"evidence_type": "pith_equivocation", "pith_number": report["subject"], "identity": d["identity"],
+            "target": d["target"], "prev_event": d["prev_event"], "event_ids": d["event_ids"],
+            "first_seen": report["first_seen"], "events": events, "public_keys": keys}
 
 
 def record_json(store: Store, subject: Subject, public_url: str) -> dict[str, Any] | None:

@@ -23,10 +23,11 @@ from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, print_json
 VERIFY_HELP = """\
 Check Pith documents offline: a bundle (/pith/<CODE>/bundle.json), a record
 JSON (/pith/<CODE>.json), a state (/pith/<CODE>/state.json) or a list of
-events (or an object holding `events`). For a bundle: its signature, every
-event's admission, and its published state against our merge of its own
-events. For a record: its receipt (a registry signature over the canonical
-record's SHA-256). For a state: that state_sha256 is the hash of the rest.
+events (or an object holding `events`, with the `public_keys` that verify
+them). For a bundle: its signature, every event's admission, and its
+published state against our merge of its own events. For a record: its
+receipt (a registry signature over the canonical record's SHA-256). For a
+state: that state_sha256 is the hash of the rest.
 Trusted registry keys come from the config (default: the real registry key).
 """
 
@@ -109,6 +110,8 @@ def verify_doc(doc: Any, ring: KeyRing, registry: frozenset[str], subject: str |
     elif kind == "events":
         events = doc if isinstance(doc, list) else doc["events"]
         subject = subject or (doc.get("pith_number") if isinstance(doc, dict) else None)
+        if isinstance(doc, dict) and isinstance(doc.get("public_keys"), list):  # keys prove themselves (fingerprints)
+            ring = ring.merged(KeyRing.from_entries(doc["public_keys"]))
         rep.update(_events_report(events, ring, registry, subject))
     else:
         rep["problems"].append("not a bundle, record, state or events list")

@@ -120,6 +120,7 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
                     tasks.start_soon(peers.run, cfg.gossip_interval)
                     tasks.start_soon(_every, cfg.gossip_interval * 4, discover, running)
                     tasks.start_soon(node.run_hooks)
+                    tasks.start_soon(app.pages.sample)
                     task_status.started(running)
                     await shutdown.wait()
                     log.info("shutting down")

@@ -1,6 +1,7 @@
 """The node's HTTP server: every resolver URL of the spec from the store, the
 peer protocol, the mirror manifest, equivocation reports, metrics, health and
-a status page, served by `http.py`.
+the pages of `pages.py` (status, records, evidence, the Atom feed), served by
+`http.py`.
 
 Read-only except for the peer protocol, whose messages only ever offer events
 to admission: there is no admin action over HTTP.
@@ -9,7 +10,6 @@ to admission: there is no admin action over HTTP.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import re
@@ -32,7 +32,7 @@ from ..views import (
     mirror_manifest,
     record_json,
 )
-from . import peer
+from . import pages, peer
 from .http import Handler, Limits, Request, Response, serve
 from .service import Cached, Node
 
@@ -54,8 +54,8 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         ("equivocations", r"/equivocations\.json"),
         ("metrics", r"/metrics"),
         ("healthz", r"/healthz"),
-        ("status", r"/"),
         ("peer", r"/peer/v1/(?P<kind>reconcile|events|push)"),
+        *pages.ROUTES,
     ]
 ]
 HOT_ROUTES = frozenset({"bundle", "state", "record", "events", "graph"})
@@ -122,6 +122,7 @@ class App:
     def __init__(self, node: Node, peer_service: peer.PeerService):
         self.node = node
         self.peer = peer_service
+        self.pages = pages.Pages(node, peer_service)
         self.limiter = RateLimiter(node.cfg.peer_rate_limit)
         # path -> (store generation, route, document) of the records' documents served since the last change
         self._hot: dict[str, tuple[int, str, Cached]] = {}
@@ -187,6 +188,8 @@ class App:
 
     def _document(self, route: str, m: re.Match[str], req: Request) -> Cached | Response:
         node, store = self.node, self.node.store
+        if route in pages.NAMES:
+            return self.pages.respond(route, m)
         if route in HOT_ROUTES:  # a record's documents
             subject = store.subject(m.group("code"))
             if subject is None or subject.state_sha256 is None:
@@ -244,48 +247,12 @@ class App:
         if route == "healthz":
             return 200, [(b"content-type", b"application/json")], _json(
                 {"ok": True, "events": store.event_count(), "unmerged_subjects": len(node.unmerged)})
-        return node.cached("*", "status", lambda: status_page(node, self.peer), "text/html; charset=utf-8")
+        raise HttpError(404, f"no such resource: {req.path[:200]}")
 
 
 def _version(subject: Subject) -> tuple[str | None, int, str | None]:
     """What a record's documents are built from, as far as the subjects row tells."""
     return subject.state_sha256, subject.event_count, subject.updated_at
-
-
-def status_page(node: Node, peers: peer.PeerService) -> bytes:
-    """The operator's page at `/`: records, peers, equivocations, rejections."""
-    e = html.escape
-    store = node.store
-    rows = "".join(
-        f"<tr><td><a href='/pith/{s.code}/state.json'>{e(s.pith_number)}</a></td><td>{e(s.title or '')}</td>"
-        f"<td>{s.event_count}</td><td>{s.equivocation_count}</td><td>{s.invalid_event_count}</td>"
-        f"<td><code>{e((s.state_sha256 or '')[:16])}</code></td></tr>"
-        for s in store.subjects(limit=500)
-    )
-    prow = "".join(
-        f"<tr><td>{e(url)}</td><td>{'up' if p.healthy else 'down'}</td><td>{e(p.last_ok or '-')}</td>"
-        f"<td>{e(p.last_error or '')}</td></tr>"
-        for url, p in sorted(peers.peers.items())
-    )
-    eqs = "".join(
-        f"<li>{e(r['first_seen'])} {e(r['subject'])}: {e(r['detail'].get('identity', ''))} "
-        f"{e(r['detail'].get('target', ''))}: {len(r['detail'].get('event_ids', []))} events</li>"
-        for r in store.reports("equivocation", limit=50)
-    )
-    rej = "".join(
-        f"<li>{e(r['at'])} {e(r['reason'])} {e(r['event_id'] or '')} from {e(r['source'] or '?')}</li>"
-        for r in store.rejections(limit=50)
-    )
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>pithnode {e(node.public_url)}</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;text-align:left}}</style></head><body>
-<h1>pithnode</h1><p>{e(node.public_url)} &middot; key <code>{e(node.identity.key_id)}</code> &middot;
-{store.event_count()} events &middot; <a href="/pith-mirrors.json">mirrors</a> &middot;
-<a href="/equivocations.json">equivocations.json</a> &middot; <a href="/metrics">metrics</a></p>
-<h2>Records</h2><table><tr><th>Pith number</th><th>title</th><th>events</th><th>equivocations</th><th>invalid</th><th>state</th></tr>{rows}</table>
-<h2>Peers</h2><table><tr><th>peer</th><th>health</th><th>last ok</th><th>last error</th></tr>{prow}</table>
-<h2>Equivocations</h2><ul>{eqs or '<li>none</li>'}</ul>
-<h2>Recent rejections</h2><ul>{rej or '<li>none</li>'}</ul></body></html>"""
-    return page.encode()
 
 
 async def serve_http(app: App, listen: str | list[trio.SocketListener], shutdown: trio.Event, *,
