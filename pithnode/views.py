@@ -153,10 +153,15 @@ def evidence_id(report: dict[str, Any]) -> str:
 
 
 def evidence_reports(store: Store, *, subject: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """Equivocation and disagreement reports, newest first, each with its `id`."""
+    """Equivocation and disagreement reports, newest first, each with its `id` (and for an
+    equivocation the `signer` of its events)."""
     reports = [r for kind in EVIDENCE_KINDS for r in store.reports(kind, subject=subject, limit=limit)]
     reports.sort(key=lambda r: r["first_seen"], reverse=True)
-    return [{**r, "id": evidence_id(r)} for r in reports[:limit]]
+    out = []
+    for r in reports[:limit]:
+        first = store.events_by_id(r["detail"]["event_ids"][:1]) if r["kind"] == "equivocation" else []
+        out.append({**r, "id": evidence_id(r), "signer": json.loads(first[0][1])["signer"] if first else None})
+    return out
 
 
 def evidence_doc(store: Store, report: dict[str, Any]) -> dict[str, Any] | None:

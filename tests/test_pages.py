@@ -263,3 +263,66 @@ async def test_the_console_check_sees_a_csp_violation(tmp_path: Path):
         page = await b.load(url + "/")
         shutdown.set()
     assert any("Content Security Policy" in e for e in page.errors), page.errors
+
+
+def test_a_source_lying_again_and_again_keeps_only_its_first_bundles_as_evidence(tmp_path: Path):
+    from helpers import config
+    from pithnode.ingest import MAX_KEPT_BUNDLES, ingest_bundle
+    from pithnode.store import Store
+    from pithnode.views import evidence_doc, evidence_reports
+
+    cfg = config(tmp_path)
+    pn, evs = synthetic_subject(REG, 23, 6, MIRRORS)
+    honest = merge(pn, evs, REG.ring().merged(_ring(MIRRORS)), {REG.fingerprint})
+    bundles = []
+    for i in range(MAX_KEPT_BUNDLES + 2):  # a new lie on every poll
+        lie = json.loads(json.dumps(honest))
+        lie["current"]["graph_snapshots"], lie["event_count"] = [], 100 + i
+        lie["state_sha256"] = state_hash(lie)
+        bundles.append(REG.bundle(pn, evs, keys=MIRRORS, state=lie))
+    with Store(cfg.db_path) as store:
+        for bundle in [*bundles, bundles[1]]:  # the second lie served again: it keeps its bundle
+            ingest_bundle(store, bundle, source="https://liar.test/b.json", trusted=cfg.trusted_ring(),
+                          registry=cfg.registry, now="2026-11-23T00:00:00Z")
+        reports = evidence_reports(store)
+        kept = {r["detail"]["published_state_sha256"]: evidence_doc(store, r) for r in reports}
+        assert len(kept) == len(bundles)
+        assert [kept[b["state"]["state_sha256"]] == b for b in bundles] == \
+            [True] * MAX_KEPT_BUNDLES + [False] * (len(bundles) - MAX_KEPT_BUNDLES)
+        assert all(kept[b["state"]["state_sha256"]] is None for b in bundles[MAX_KEPT_BUNDLES:])
+
+
+async def test_front_processes_serve_the_pages_and_pass_the_status_page_to_the_node(tmp_path: Path):
+    """http_workers = 1: the pages that read the store come from the front; `/` (peers, rates: the
+    node's memory) from the node process, through the front, with its headers."""
+    from test_node_process import free_port, start, wait_up
+
+    cfg_path = write_config(tmp_path, mirrors=[], gossip_interval=3600.0, poll_interval=3600.0, http_workers=1,
+                            attest=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start(cfg_path, port)
+    try:
+        await wait_up(url)
+        pn, evs = synthetic_subject(REG, 24, 8, MIRRORS)
+        one = EVIL.event(pn, "citation_signature", "citation", {"citing": HOSTILE_TITLE}, "2026-03-02T00:00:00Z")
+        two = EVIL.event(pn, "citation_signature", "citation", {"citing": "x"}, "2026-03-02T00:00:01Z")
+        keys = [REG.entry(), EVIL.entry(), *(m.entry() for m in MIRRORS)]
+        assert (await push(url, [*evs, one, two], keys)).status_code == 200
+        async with browser() as b:
+            with trio.fail_after(20):
+                while "evidence/" not in (status := await get(url + "/")).text:
+                    await trio.sleep(0.1)
+            assert status.headers["cache-control"] == "no-cache" and "default-src 'none'" in \
+                status.headers["content-security-policy"]
+            page = await b.load(url + "/")
+            assert page.errors == [] and "Node status" in page.title + await b.js("return document.body.innerText")
+            hrefs = await b.js("return [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))")
+            await assert_links_resolve(page.url, hrefs)
+            evidence = await b.click("a[href*='/evidence/']")
+            assert evidence.errors == [] and await b.js(PWNED) == [True, 0, 0]
+            assert await b.js("return document.querySelector('h1').innerText") == "Equivocation"
+    finally:
+        proc.terminate()
+        with trio.fail_after(20):
+            await trio.to_thread.run_sync(proc.wait)

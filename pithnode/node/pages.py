@@ -163,8 +163,7 @@ def _summary(event: dict[str, Any]) -> str:
     if kind == "timestamp_anchor":
         return f"{_e(p.get('anchor_type', ''))} anchor"
     if kind == "record_created":
-        return f"record of {_e((p.get('canonical_record') or {}).get('source', ''))}" \
-            if isinstance(p.get("canonical_record"), dict) else "record"
+        return f"record of {_e(p.get('source_kind'))} {_e(p.get('source_id'))} v{_e(p.get('source_version'))}"
     return _short(json.dumps(p, ensure_ascii=False, sort_keys=True), 160)
 
 
@@ -196,17 +195,19 @@ def _side_by_side(titles: list[str], docs: list[Any]) -> str:
 
 
 def _chart(label: str, values: list[float], unit: str) -> str:
-    """A small inline SVG line of per-minute values (presentation attributes only: no inline style)."""
-    w, h = 300, 60
+    """Bars of per-minute counts over the last hour, newest on the right, as inline SVG
+    (presentation attributes only: the CSP allows no inline style)."""
+    slots, w, h = 60, 300, 60
     top = max(values, default=0) or 1
-    step = w / max(1, len(values) - 1)
-    points = " ".join(f"{i * step:.1f},{h - v / top * (h - 4) - 2:.1f}" for i, v in enumerate(values))
-    line = f'<polyline points="{points}" fill="none" stroke="#2b6cb0" stroke-width="2"/>' if len(values) > 1 else ""
+    bars = "".join(
+        f'<rect x="{(slots - len(values[-slots:]) + i) * w / slots:.1f}" y="{h - v / top * (h - 2):.1f}" '
+        f'width="{w / slots - 1:.1f}" height="{v / top * (h - 2):.1f}" fill="#2b6cb0"/>'
+        for i, v in enumerate(values[-slots:]) if v > 0)
     last = values[-1] if values else 0
     return (f'<figure><figcaption>{_e(label)}: {last:.0f} {unit} in the last minute, peak {max(values, default=0):.0f}'
-            f'</figcaption><svg viewBox="0 0 {w} {h}" width="100%" height="{h}" role="img" '
+            f'</figcaption><svg viewBox="0 0 {w} {h}" width="100%" height="{h}" preserveAspectRatio="none" role="img" '
             f'aria-label="{_e(label)} per minute over the last hour"><rect width="{w}" height="{h}" fill="#f4f6f8"/>'
-            f"{line}</svg></figure>")
+            f'{bars}</svg><div class="axis muted"><span>1 h ago</span><span>now</span></div></figure>')
 
 
 class Rates:
@@ -547,8 +548,9 @@ def _record_link(pith_number: str | None) -> str:
 
 
 def _report_who(r: dict[str, Any]) -> str:
-    d = r["detail"]
-    return _e(d.get("identity")) if r["kind"] == "equivocation" else _link(d.get("source") or "?")
+    if r["kind"] == "equivocation":
+        return _signer(r["signer"]) if r.get("signer") else _e(r["detail"].get("identity"))
+    return _link(r["detail"].get("source") or "?")
 
 
 def _paper(cur: dict[str, Any]) -> dict[str, Any]:
@@ -608,11 +610,11 @@ pre{background:#f4f6f8;padding:.6em;border-radius:4px;white-space:pre-wrap}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;vertical-align:top;padding:.3em .5em;border-bottom:1px solid var(--line);overflow-wrap:break-word}
 thead th{background:#f7f8fa}
-.compare td{font:12px/1.35 ui-monospace,"DejaVu Sans Mono",monospace;min-width:14em;max-width:40em}
+.compare td{font:12px/1.35 ui-monospace,"DejaVu Sans Mono",monospace;min-width:12em;max-width:40em;overflow-wrap:anywhere}
 .compare th[scope=row]{font-weight:400;min-width:10em}
 tr.diff{background:#fff1c2}tr.diff td{background:#fff1c2}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.charts figure{margin:0;flex:1 1 18em}
-figcaption{font-size:13px;color:var(--muted)}
+figcaption,.axis{font-size:13px}.axis{display:flex;justify-content:space-between}
 .verify{border:1px solid var(--line);border-radius:6px;padding:0 1em .5em;margin-top:1.5em;background:#f9fbff}
 @media (max-width:600px){body{font-size:14px}.facts{grid-template-columns:1fr}.facts dt{margin-top:.4em}}
 """
