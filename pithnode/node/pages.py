@@ -44,13 +44,14 @@ NAMES = frozenset(name for name, _ in ROUTES)
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")
 REFRESH = 30  # seconds between the status page's reloads
-STATUS_TTL = 2.0  # the status page is rendered at most this often (a client hammering `/` costs one render)
+PAGE_TTL = 2.0  # a page is rendered at most this often (a client hammering one costs a render per PAGE_TTL)
 PEER_GONE = 24 * 3600  # a peer silent this long is shown as gone
 PEER_GONE_FAILURES = 10  # ...and one that never answered, after this many tries in a row
 SAMPLE_EVERY = 60.0
 LISTED = 20  # equivocations, rejections and sources listed on the status page
 MAX_ROWS = 400  # rows of a side-by-side comparison
 FEED_ENTRIES = 100
+TIMELINE = 2000  # events on a record's page, the newest (all of them: events.json)
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -111,8 +112,8 @@ def _headers(content_type: str, cache: str) -> list[tuple[bytes, bytes]]:
             (b"referrer-policy", b"no-referrer")]
 
 
-def _html(body: str, cache: str = "public, max-age=60") -> Response:
-    return 200, _headers("text/html; charset=utf-8", cache), body.encode()
+def _html(body: bytes) -> Response:
+    return 200, _headers("text/html; charset=utf-8", "public, max-age=60"), body
 
 
 def _page(title: str, node_url: str, body: str, *, refresh: int | None = None) -> str:
@@ -257,31 +258,37 @@ class Pages:
             return 200, [(b"content-type", kind), (b"cache-control", b"public, max-age=3600")], body.encode()
         if route == "status":
             at, body = self._status
-            if time.monotonic() - at > STATUS_TTL:
+            if time.monotonic() - at > PAGE_TTL:
                 body = self.status_page().encode()
                 self._status = (time.monotonic(), body)
             return 200, _headers("text/html; charset=utf-8", "no-cache"), body
+        node = self.node
         if route == "feed":
+            body = node.cached("*", "feed", lambda: self.feed().encode(), "application/atom+xml").body
             return 200, [(b"content-type", b"application/atom+xml; charset=utf-8"),
-                         (b"cache-control", b"no-cache"), (b"x-content-type-options", b"nosniff")], \
-                self.feed().encode()
-        subject = self.node.store.subject(m.group("code"))
+                         (b"cache-control", b"no-cache"), (b"x-content-type-options", b"nosniff")], body
+        subject = node.store.subject(m.group("code"))
         if subject is None or subject.state_sha256 is None:
             return self._not_found(f"Record {m.group('code')} is not held by this node.")
+        # a record's pages are rendered again when it changes, and at most every PAGE_TTL seconds (their ages move)
+        version = (subject.state_sha256, subject.event_count, subject.updated_at, node.store.data_version(),
+                   int(time.monotonic() // PAGE_TTL))
         if route == "page_record":
-            return _html(self.record_page(subject))
-        report = next((r for r in evidence_reports(self.node.store, subject=subject.pith_number, limit=10_000)
+            return _html(node.cached(subject.pith_number, "page", lambda: self.record_page(subject).encode(),
+                                     "text/html", version=version).body)
+        report = next((r for r in evidence_reports(node.store, subject=subject.pith_number, limit=10_000)
                        if r["id"] == m.group("eid")), None)
         if report is None:
             return self._not_found("No such equivocation or disagreement on this record.")
         if route == "evidence_json":
-            doc = evidence_doc(self.node.store, report)
+            doc = evidence_doc(node.store, report)
             if doc is None:
                 return self._not_found("The source's bundle was not kept for this disagreement.")
             return 200, [(b"content-type", b"application/json"), (b"cache-control", b"public, max-age=60"),
                          (b"content-disposition", f'attachment; filename="{_download_name(report)}"'.encode())], \
                 json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1).encode()
-        return _html(self.evidence_page(subject, report))
+        return _html(node.cached(subject.pith_number, f"evidence {report['id']}",
+                                 lambda: self.evidence_page(subject, report).encode(), "text/html", version=version).body)
 
     def _not_found(self, why: str) -> Response:
         body = _page("Not found", self.node.public_url, f"<h1>Not found</h1><p>{_e(why)}</p>"
@@ -396,7 +403,7 @@ class Pages:
             f"<tr id=\"e-{_e(ev['event_id'][7:19])}\"><td>{_e(ev.get('created_at'))}</td><td>{_e(ev.get('event_type'))}</td>"
             f"<td>{_signer(ev.get('signer'))}</td><td>{fate(ev['event_id'])}</td><td>{_summary(ev)}</td>"
             f"<td><code title=\"{_e(ev['event_id'])}\">{_short(ev['event_id'][7:], 12)}</code></td></tr>"
-            for ev in events_of(store, subject)]
+            for ev in events_of(store, subject)[-TIMELINE:]]
 
         ours = subject.state_sha256
         checks = [
@@ -442,6 +449,7 @@ class Pages:
 <p>Each source's published state against ours (a source's own events merged by it must give its published state).</p>
 {_table(["source", "last fetched", "published state", "agreement"], checks, "No bundle fetched from a source yet (events came by gossip).")}</section>
 <section><h2>Timeline</h2>
+{f'<p class=muted>The newest {TIMELINE} of {subject.event_count} events; all of them: events.json below.</p>' if subject.event_count > TIMELINE else ''}
 {_table(["created_at", "type", "signer", "in the merge", "what", "event id"], timeline, "No events.")}</section>
 <section><h2>Mirrors and attestations</h2>
 {_table(["name", "base URL", "status"], mirrors)}
