@@ -18,7 +18,7 @@ import re
 import time
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import trio
@@ -27,6 +27,10 @@ from .. import __version__
 from ..core import KeyRing, check_bundle
 from ..store import Subject
 from ..views import events_of, evidence_doc, evidence_reports, known_mirror_hints, state_of
+
+if TYPE_CHECKING:
+    from .peer import PeerService, PeerState
+    from .service import Node
 
 CODE = r"(?P<code>[A-Z2-7]{26})"
 EID = r"(?P<eid>[0-9a-f]{24})"
@@ -55,7 +59,7 @@ TIMELINE = 2000  # events on a record's page, the newest (all of them: events.js
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
-# the spec's HTTP URL (PROTOCOL.md 2.2): only these are made links
+# the spec's HTTP URL pattern (PROTOCOL.md 2.2), whole: only such values are made links
 _HTTP_URL = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(:[0-9]{1,5})?([/?#][^\x00-\x20\x7f]*)?")
 # not allowed in XML 1.0 (and lone surrogates do not encode): replaced, so a hostile value cannot break a page
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -85,7 +89,7 @@ def _short(value: Any, n: int = 16) -> str:
 def _instant(text: Any) -> float | None:
     try:
         return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not an instant, or one out of range
         return None
 
 
@@ -199,42 +203,40 @@ def _chart(label: str, values: list[float], unit: str) -> str:
     """Bars of per-minute counts over the last hour, newest on the right, as inline SVG
     (presentation attributes only: the CSP allows no inline style)."""
     slots, w, h = 60, 300, 60
-    top = max(values, default=0) or 1
+    top = max(values, default=0)
+    shown = values[-slots:]
     bars = "".join(
-        f'<rect x="{(slots - len(values[-slots:]) + i) * w / slots:.1f}" y="{h - v / top * (h - 2):.1f}" '
+        f'<rect x="{(slots - len(shown) + i) * w / slots:.1f}" y="{h - v / top * (h - 2):.1f}" '
         f'width="{w / slots - 1:.1f}" height="{v / top * (h - 2):.1f}" fill="#2b6cb0"/>'
-        for i, v in enumerate(values[-slots:]) if v > 0)
+        for i, v in enumerate(shown) if v > 0)
     last = values[-1] if values else 0
-    return (f'<figure><figcaption>{_e(label)}: {last:.0f} {unit} in the last minute, peak {max(values, default=0):.0f}'
+    return (f'<figure><figcaption>{_e(label)}: {last:.0f} {unit} this minute, at most {top:.0f} a minute'
             f'</figcaption><svg viewBox="0 0 {w} {h}" width="100%" height="{h}" preserveAspectRatio="none" role="img" '
             f'aria-label="{_e(label)} per minute over the last hour"><rect width="{w}" height="{h}" fill="#f4f6f8"/>'
             f'{bars}</svg><div class="axis muted"><span>1 h ago</span><span>now</span></div></figure>')
 
 
 class Rates:
-    """Per-minute samples of two counters over the last hour, for the status page's charts."""
+    """Two counters sampled once a minute over the last hour, for the status page's charts."""
 
     def __init__(self) -> None:
-        self.samples: deque[tuple[float, float, float]] = deque(maxlen=61)  # (monotonic, admitted, served)
+        self.samples: deque[tuple[float, float]] = deque(maxlen=61)  # (admitted, served) totals
 
-    def add(self, at: float, admitted: float, served: float) -> None:
-        self.samples.append((at, admitted, served))
+    def add(self, admitted: float, served: float) -> None:
+        self.samples.append((admitted, served))
 
-    def per_minute(self, at: float, admitted: float, served: float) -> tuple[list[float], list[float]]:
-        points = [*self.samples, (at, admitted, served)]
-        ingest, serve = [], []
-        for (t0, a0, s0), (t1, a1, s1) in zip(points, points[1:]):
-            minutes = max(t1 - t0, 1.0) / 60
-            ingest.append((a1 - a0) / minutes)
-            serve.append((s1 - s0) / minutes)
-        return ingest, serve
+    def per_minute(self, admitted: float, served: float) -> tuple[list[float], list[float]]:
+        """What each minute added, the current one (so far) last."""
+        points = [*self.samples, (admitted, served)]
+        return ([a1 - a0 for (a0, _), (a1, _) in zip(points, points[1:])],
+                [s1 - s0 for (_, s0), (_, s1) in zip(points, points[1:])])
 
 
 class Pages:
     """The pages of one node. In a front process `peers` is that process's (empty) view: fronts
     pass `/` to the node process, so the status page always shows the node's peers."""
 
-    def __init__(self, node: Any, peers: Any):
+    def __init__(self, node: Node, peers: PeerService):
         self.node, self.peers = node, peers
         self.started = time.time()
         self.rates = Rates()
@@ -249,7 +251,7 @@ class Pages:
     async def sample(self) -> None:
         """Feed the rate charts, a sample a minute, until cancelled."""
         while True:
-            self.rates.add(time.monotonic(), *self._totals())
+            self.rates.add(*self._totals())
             await trio.sleep(SAMPLE_EVERY)
 
     def respond(self, route: str, m: re.Match[str]) -> Response:
@@ -313,7 +315,7 @@ class Pages:
         ]
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         admitted, served = self._totals()
-        ingest, serve = self.rates.per_minute(time.monotonic(), admitted, served)
+        ingest, serve = self.rates.per_minute(admitted, served)
         charts = (_chart("events admitted", ingest, "events") + _chart("requests served", serve, "requests")
                   + "<p class=muted>Per minute over the last hour. With front processes, the requests they "
                     "answer themselves are counted by them (see /metrics), not here.</p>")
@@ -356,7 +358,7 @@ class Pages:
 <p class=muted>This page reloads itself every {REFRESH} s.</p>"""
         return _page(f"pithnode {node.public_url}", node.public_url, body, refresh=REFRESH)
 
-    def _peer_row(self, p: Any, now: float) -> str:
+    def _peer_row(self, p: PeerState, now: float) -> str:
         last = _instant(p.last_ok) if p.last_ok else None
         if p.healthy:
             state = "<span class=ok>up</span>"
