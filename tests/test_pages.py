@@ -238,6 +238,8 @@ async def test_peers_gone_for_long_are_marked_and_rates_are_charted(tmp_path: Pa
         a.peers.peers[dead + "1"] = PeerState(dead + "1", healthy=False, failures=2, last_error="timeout")
         pn, evs = synthetic_subject(REG, 22, 30, MIRRORS)
         await a.node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="https://registry.test/x.json")
+        for _ in range(3):
+            assert (await get(a.url + "/healthz")).status_code == 200
         text = (await get(a.url + "/")).text
         row = next(line for line in text.split("<tr>") if "127.0.0.1:9<" in line)
         assert "gone" in row
@@ -245,6 +247,7 @@ async def test_peers_gone_for_long_are_marked_and_rates_are_charted(tmp_path: Pa
         assert "down" in row and "gone" not in row
         admitted = re.search(r"events admitted: (\d+) events this minute", text)
         assert admitted and int(admitted.group(1)) >= len(evs)  # and the node's own attestations
+        assert "requests served: 3 requests this minute" in text
         assert text.count('fill="#2b6cb0"') == 2  # a bar in each chart: this minute's
 
 
