@@ -174,6 +174,10 @@ async def test_record_page_shows_the_record_and_escapes_what_events_say(tmp_path
         await b.screenshot(tmp_path / "record-phone.png")
         await b.load(a.url + "/")
         assert await b.js("return document.documentElement.scrollWidth <= window.innerWidth")
+        # the way to the evidence is on the screen, not in a column scrolled away
+        assert await b.js("return document.querySelector(\"a[href*='/evidence/']\").getBoundingClientRect().right"
+                          " <= window.innerWidth")
+        await b.screenshot(tmp_path / "status-phone.png")
         assert (await b.load(f"{a.url}/pith/{'A' * 26}")).title == "Not found"
 
 

@@ -319,11 +319,9 @@ class Pages:
         charts = (_chart("events admitted", ingest, "events") + _chart("requests served", serve, "requests")
                   + "<p class=muted>Per minute over the last hour. With front processes, the requests they "
                     "answer themselves are counted by them (see /metrics), not here.</p>")
-        evidence = [
-            f"<tr><td>{_when(r['first_seen'], now)}</td><td>{_e(r['kind'])}</td>"
-            f"<td><a href=\"/pith/{_code(r['subject'])}\">{_e(r['subject'])}</a></td>"
-            f"<td>{_report_who(r)}</td>"
-            f"<td><a href=\"/pith/{_code(r['subject'])}/evidence/{r['id']}\">evidence</a></td></tr>"
+        evidence = [  # the link first: on a phone the other columns may be scrolled to
+            f"<tr><td><a href=\"/pith/{_code(r['subject'])}/evidence/{r['id']}\">{_e(r['kind'])}: evidence</a></td>"
+            f"<td>{_report_who(r)}</td><td>{_record_link(r['subject'])}</td><td>{_when(r['first_seen'], now)}</td></tr>"
             for r in evidence_reports(store, limit=LISTED)]
         rejections = [
             f"<tr><td>{_when(r['at'], now)}</td><td>{_e(r['reason'])}</td>"
@@ -343,7 +341,7 @@ class Pages:
             f"<td><code>{_short(s.state_sha256, 16)}</code></td></tr>" for s in held]
         body = f"""<h1>Node status</h1><dl class=facts>{dl}</dl>
 <section><h2>Equivocations and disagreements</h2>
-{_table(["first seen", "kind", "record", "who", ""], evidence, "None seen.")}
+{_table(["what", "who", "record", "first seen"], evidence, "None seen.")}
 <p><a href="/equivocations.atom">Follow them in a feed reader</a> (Atom).</p></section>
 <section><h2>{"Followed records" if followed else "Records"}</h2>
 {_table(["Pith number", "title", "events", "equivocations", "invalid", "state"], records, "No records held yet.")}
