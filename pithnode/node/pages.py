@@ -181,21 +181,24 @@ def _flatten(value: Any, prefix: str = "", depth: int = 0) -> list[tuple[str, st
     return [(prefix, json.dumps(value, ensure_ascii=False, sort_keys=True))]
 
 
-def _side_by_side(titles: list[str], docs: list[Any]) -> str:
-    """Columns of documents, one row per field; rows where they differ are marked."""
+def _side_by_side(titles: list[str], docs: list[Any], *, only_diff: bool = False) -> str:
+    """Columns of documents, one row per field; rows where they differ are marked
+    (`only_diff`: the only ones shown, for large documents that mostly agree)."""
     columns = [dict(_flatten(d)) for d in docs]
     paths = list(dict.fromkeys(p for c in columns for p in c))
     diff = [p for p in paths if len({c.get(p) for c in columns}) > 1]
     rows = []
-    for p in paths[:MAX_ROWS]:
+    for p in (diff if only_diff else paths)[:MAX_ROWS]:
         differs = p in diff
         cells = "".join(f"<td>{_e(c[p]) if p in c else '<span class=muted>(absent)</span>'}</td>" for c in columns)
         rows.append(f"<tr{' class=diff' if differs else ''}><th scope=row><code>{_e(p)}</code>"
                     f"{' <strong>differs</strong>' if differs else ''}</th>{cells}</tr>")
-    more = f"<p class=muted>{len(paths) - MAX_ROWS} more rows not shown: see the download.</p>" \
-        if len(paths) > MAX_ROWS else ""
+    listed = len(diff) if only_diff else len(paths)
+    more = f"<p class=muted>{listed - MAX_ROWS} more rows not shown: see the download.</p>" \
+        if listed > MAX_ROWS else ""
     ths = "".join(f"<th scope=col>{t}</th>" for t in titles)
-    return (f"<p>{len(diff)} of {len(paths)} fields differ (marked).</p><div class=scroll><table class=compare>"
+    said = "shown; the others are the same" if only_diff else "marked"
+    return (f"<p>{len(diff)} of {len(paths)} fields differ ({said}).</p><div class=scroll><table class=compare>"
             f"<thead><tr><th scope=col>field</th>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>{more}")
 
 
@@ -491,7 +494,7 @@ Each is authentic; together they prove the signer equivocated, so none of them i
             node_ring = self.node.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or []))
             ours = check_bundle(bundle, node_ring, self.node.registry).state
             compare = _side_by_side(["published by the source", "merge of the events it served"],
-                                    [bundle.get("state"), ours])
+                                    [bundle.get("state"), ours], only_diff=True)
             compare += _verify_box(download, name, "pithnode verify " + name,
                                    "It checks the bundle's signature and every event, merges the events and prints "
                                    "both hashes: `DIFFERS`, and exit status 1.")
