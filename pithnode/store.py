@@ -803,10 +803,10 @@ class Store:
         urls = [r[0] for r in self.db.execute("SELECT url FROM sources WHERE ?1 IS NULL OR subject=?1 ORDER BY url", (subject,))]
         return [s for s in map(self.source, urls) if s]
 
-    def recent_sources(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The sources fetched last, newest attempt first."""
+    def recent_sources(self, limit: int) -> list[dict[str, Any]]:
+        """The sources tried most recently, newest first."""
         urls = [r[0] for r in self.db.execute(
-            "SELECT url FROM sources WHERE last_attempt IS NOT NULL ORDER BY last_attempt DESC LIMIT ?", (limit,))]
+            "SELECT url FROM sources ORDER BY last_attempt DESC NULLS LAST, url LIMIT ?", (limit,))]
         return [s for s in map(self.source, urls) if s]
 
     def note_source(
