@@ -333,3 +333,23 @@ async def test_front_processes_serve_the_pages_and_pass_the_status_page_to_the_n
         proc.terminate()
         with trio.fail_after(20):
             await trio.to_thread.run_sync(proc.wait)
+
+
+async def test_pages_render_events_of_unexpected_shapes(tmp_path: Path):
+    """Admission checks a payload's type only where the spec says: other fields may hold anything."""
+    async with nodes(tmp_path, 1) as (a,):
+        pn, evs = synthetic_subject(REG, 25, 6, MIRRORS)
+        await a.node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="https://registry.test/b.json")
+        last_graph = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
+        odd = REG.event(pn, "graph_snapshot", "graph",
+                        {"graph_snapshot": {"paper": {"title": ["a", {"b": None}], "authors_text": 7},
+                                            "claims": "many"}}, "2026-03-01T00:00:00Z",
+                        prev=last_graph["event_id"], supersedes=[last_graph["event_id"]])
+        weird = EVIL.event(pn, "citation_signature", "citation", ["not", "an", "object"], "2026-03-02T00:00:00Z")
+        deep = EVIL.event(pn, "correction", "correction", {"x": [[[[[[[[[[[["deep"]]]]]]]]]]]]}, "2026-03-02T00:00:00Z")
+        assert (await push(a.url, [odd, weird, deep], [EVIL.entry()])).status_code == 200
+        code = pn.rsplit(":", 1)[1]
+        r = await get(f"{a.url}/pith/{code}")
+        assert r.status_code == 200
+        assert "<h1>[&#x27;a&#x27;, {&#x27;b&#x27;: None}]</h1>" in r.text and "invalid</span>: bad_payload" in r.text
+        assert (await get(a.url + "/")).status_code == 200
