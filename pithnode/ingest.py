@@ -170,6 +170,13 @@ def merge_batch(jobs: list[tuple[str, list[bytes]]], key_entries: list[dict[str,
     return [merge_bodies(pn, bodies, ring, registry) for pn, bodies in jobs]
 
 
+def report_key(kind: str, pith_number: str, detail: Mapping[str, Any]) -> str:
+    """What makes an equivocation or a disagreement one report (the store's dedupe key)."""
+    if kind == "equivocation":
+        return f"equivocation|{pith_number}|{detail['identity']}|{detail['target']}|{detail['prev_event']}"
+    return f"disagreement|{pith_number}|{detail['source']}|{detail['published_state_sha256']}"
+
+
 def remerge(
     store: Store, subject_id: int, pith_number: str, ring: KeyRing, registry: frozenset[str],
     now: str, source: str | None, merged: MergedState | None = None, merged_seq: int | None = None,
@@ -183,8 +190,7 @@ def remerge(
     store.put_aliases(subject_id, merged.aliases)
     new_eq, new_inv = [], []
     for eq in merged.equivocations:
-        key = f"equivocation|{pith_number}|{eq['identity']}|{eq['target']}|{eq['prev_event']}"
-        if store.add_report("equivocation", pith_number, key, eq, source, now):
+        if store.add_report("equivocation", pith_number, report_key("equivocation", pith_number, eq), eq, source, now):
             new_eq.append(eq)
     for inv in merged.invalid_events:
         if store.add_report("invalid_event", pith_number, f"invalid|{inv['event_id']}", inv, source, now):
@@ -299,7 +305,8 @@ def ingest_bundle(
         if not result.source_state_matches and isinstance(bundle.get("state"), dict):
             # the signed bundle is the evidence anyone can check offline; a source lying anew on every
             # poll gets only its first few kept (the reports go on, without the bundle)
-            key = f"disagreement|{pn}|{source}|{report.published_state_sha256}"
+            key = report_key("disagreement", pn,
+                             {"source": source, "published_state_sha256": report.published_state_sha256})
             kept = {"bundle": bundle} if report.signature_ok and store.reports_before(
                 "disagreement", pn, source, key) < MAX_KEPT_BUNDLES else {}
             store.add_report("disagreement", pn, key, {

@@ -11,6 +11,7 @@ from typing import Any
 
 from .core import MERGE_VERSION, KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
 from .identity import NodeIdentity
+from .ingest import report_key
 from .store import Store, Subject
 
 _ARXIV_RE = re.compile(r"(?:arxiv:)?((?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?)", re.I | re.ASCII)
@@ -146,9 +147,7 @@ EVIDENCE_KINDS = ("equivocation", "disagreement")
 def evidence_id(report: dict[str, Any]) -> str:
     """A report's id in page URLs and the feed: a hash of what makes it one report (the store's
     dedupe key), so it is the same across restarts and on every node that saw the same conflict."""
-    d, pn = report["detail"], report["subject"]
-    key = (f"equivocation|{pn}|{d['identity']}|{d['target']}|{d['prev_event']}" if report["kind"] == "equivocation"
-           else f"disagreement|{pn}|{d.get('source')}|{d.get('published_state_sha256')}")
+    key = report_key(report["kind"], report["subject"], report["detail"])
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
