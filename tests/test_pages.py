@@ -120,6 +120,8 @@ async def test_status_page_to_evidence_in_one_click_and_the_download_verifies(tm
             assert await b.js("return document.querySelector('h1').innerText") == "Equivocation"
         assert await b.js(PWNED) == [True, 0, 0]
         assert await b.js("return document.querySelectorAll('tr.diff').length") >= 1
+        hrefs = await b.js("return [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))")
+        await assert_links_resolve(ev.url, hrefs)
         await b.screenshot(tmp_path / "evidence.png")
         command = await b.js("return document.querySelector('.verify pre').innerText")
         href = await b.js("return document.querySelector('a[download]').href")
