@@ -145,6 +145,7 @@ async def test_record_page_shows_the_record_and_escapes_what_events_say(tmp_path
         url = f"{a.url}/pith/{rec['code']}"
         r = await get(url)
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert "default-src 'none'" in r.headers["content-security-policy"]
         page = await b.load(url)
         assert page.errors == [], page.errors
         assert await b.js(PWNED) == [True, 0, 0]

@@ -514,7 +514,9 @@ Each is authentic; together they prove the signer equivocated, so none of them i
         node, x = self.node, _e
         base = node.public_url
         reports = evidence_reports(node.store, limit=FEED_ENTRIES)
-        updated = max((r["last_seen"] for r in reports), default=None) or _iso(self.started)
+        # an entry is dated when first seen: a report is seen again at every merge of its record, which
+        # would make readers announce it again
+        updated = max((r["first_seen"] for r in reports), default=None) or "1970-01-01T00:00:00Z"
         entries = []
         for r in reports:
             d, page = r["detail"], f"{base}/pith/{_code(r['subject'])}/evidence/{r['id']}"
@@ -528,7 +530,7 @@ Each is authentic; together they prove the signer equivocated, so none of them i
                         f"({d.get('merge_of_its_events_sha256')}). Evidence: {page}")
                 ids = ""
             entries.append(f"""<entry><id>urn:pithnode:evidence:{r['id']}</id><title>{x(title)}</title>
-<published>{x(r['first_seen'])}</published><updated>{x(r['last_seen'])}</updated>
+<published>{x(r['first_seen'])}</published><updated>{x(r['first_seen'])}</updated>
 <link rel="alternate" type="text/html" href="{x(page)}"/>
 <link rel="related" type="application/json" href="{x(page)}.json"/>
 <category term="{x(r['kind'])}"/><summary type="text">{x(text)}</summary>{ids}</entry>""")
