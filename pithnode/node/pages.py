@@ -187,9 +187,10 @@ def _side_by_side(titles: list[str], docs: list[Any], *, only_diff: bool = False
     columns = [dict(_flatten(d)) for d in docs]
     paths = list(dict.fromkeys(p for c in columns for p in c))
     diff = [p for p in paths if len({c.get(p) for c in columns}) > 1]
+    differing = set(diff)
     rows = []
     for p in (diff if only_diff else paths)[:MAX_ROWS]:
-        differs = p in diff
+        differs = p in differing
         cells = "".join(f"<td>{_e(c[p]) if p in c else '<span class=muted>(absent)</span>'}</td>" for c in columns)
         rows.append(f"<tr{' class=diff' if differs else ''}><th scope=row><code>{_e(p)}</code>"
                     f"{' <strong>differs</strong>' if differs else ''}</th>{cells}</tr>")
