@@ -29,7 +29,7 @@ from ..store import Subject
 from ..views import events_of, evidence_doc, evidence_reports, known_mirror_hints, state_of
 
 if TYPE_CHECKING:
-    from .peer import PeerService, PeerState
+    from .peer import PeerService
     from .service import Node
 
 CODE = r"(?P<code>[A-Z2-7]{26})"
@@ -303,19 +303,33 @@ class Pages:
 
     # -- the status page -----------------------------------------------------------
 
+    def status_doc(self) -> dict[str, Any]:
+        """The node's state as plain data: the facts, sources and peers the status page shows."""
+        node, store, ident = self.node, self.node.store, self.node.identity
+        return {
+            "version": __version__, "started_at": _iso(self.started), "uptime_seconds": time.time() - self.started,
+            "key_id": ident.key_id, "key_fingerprint": ident.fingerprint, "records": store.subject_count(),
+            "events": store.event_count(), "unmerged_records": len(node.unmerged),
+            "followed": [s.pith_number for s in store.subjects(followed_only=True, limit=LISTED)],
+            "sources": [{"url": s["url"], "record": s["subject"], "last_attempt": s["last_attempt"],
+                         "last_success": s["last_success"], "failures": s["failures"], "error": s["last_error"]}
+                        for s in store.recent_sources(LISTED)],
+            "peers": [{"url": url, "healthy": p.healthy, "last_ok": p.last_ok, "failures": p.failures,
+                       "error": p.last_error} for url, p in sorted(self.peers.peers.items())],
+        }
+
     def status_page(self) -> str:
         node, store = self.node, self.node.store
-        now = time.time()
-        ident = node.identity
-        followed = len(store.subjects(followed_only=True))
+        doc, now = self.status_doc(), time.time()
         facts = [
-            ("version", f"pithnode {_e(__version__)}"),
-            ("up", f"{_age(now - self.started)} (since {_e(_iso(self.started))})"),
-            ("key", f"<code>{_e(ident.key_id)}</code> <span class=muted>{_e(ident.fingerprint)}</span> "
+            ("version", f"pithnode {_e(doc['version'])}"),
+            ("up", f"{_age(doc['uptime_seconds'])} (since {_e(doc['started_at'])})"),
+            ("key", f"<code>{_e(doc['key_id'])}</code> <span class=muted>{_e(doc['key_fingerprint'])}</span> "
                     '<a href="/pith-signing-key.json">key document</a>'),
-            ("records held", f"{store.subject_count():,}"), ("records followed", f"{followed:,}"),
-            ("events held", f"{store.event_count():,}"),
-            ("unmerged records", f"{len(node.unmerged):,}" + (" (a bulk sync is merging)" if node.unmerged else "")),
+            ("records held", f"{doc['records']:,}"), ("records followed", f"{len(doc['followed']):,}"),
+            ("events held", f"{doc['events']:,}"),
+            ("unmerged records", f"{doc['unmerged_records']:,}"
+                                 + (" (a bulk sync is merging)" if doc["unmerged_records"] else "")),
         ]
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         admitted, served = self._totals()
@@ -333,12 +347,12 @@ class Pages:
             f"<td>{_link(r['source'] or '?')}</td><td>{_short(r['detail'] or '', 80)}</td></tr>"
             for r in store.rejections(limit=LISTED)]
         polls = [
-            f"<tr><td>{_link(s['url'])}</td><td>{_record_link(s['subject'])}</td>"
+            f"<tr><td>{_link(s['url'])}</td><td>{_record_link(s['record'])}</td>"
             f"<td>{_when(s['last_attempt'], now)}</td><td>{_poll_result(s)}</td>"
             f"<td>{_when(s['last_success'], now)}</td></tr>"
-            for s in store.recent_sources(LISTED)]
-        peers = [self._peer_row(p, now) for _, p in sorted(self.peers.peers.items())]
-        held = store.subjects(followed_only=True, limit=LISTED) or store.subjects(limit=LISTED)
+            for s in doc["sources"][:LISTED]]
+        peers = [_peer_row(p, now) for p in doc["peers"]]
+        held = [s for pn in doc["followed"][:LISTED] if (s := store.subject(pn))] or store.subjects(limit=LISTED)
         records = [
             f"<tr><td>{_record_link(s.pith_number)}</td><td>{_short(s.title or '', 80)}</td><td>{s.event_count}</td>"
             f"<td>{s.equivocation_count}</td><td>{s.invalid_event_count}</td>"
@@ -347,9 +361,9 @@ class Pages:
 <section><h2>Equivocations and disagreements</h2>
 {_table(["what", "who", "record", "first seen"], evidence, "None seen.")}
 <p><a href="/equivocations.atom">Follow them in a feed reader</a> (Atom).</p></section>
-<section><h2>{"Followed records" if followed else "Records"}</h2>
+<section><h2>{"Followed records" if doc["followed"] else "Records"}</h2>
 {_table(["Pith number", "title", "events", "equivocations", "invalid", "state"], records, "No records held yet.")}
-{f'<p class=muted>The first {LISTED} of {store.subject_count():,} shown.</p>' if len(held) == LISTED else ""}</section>
+{f'<p class=muted>The first {LISTED} of {doc["records"]:,} shown.</p>' if len(held) == LISTED else ""}</section>
 <section><h2>Activity</h2><div class=charts>{charts}</div></section>
 <section><h2>Peers (gossip)</h2>
 {_table(["peer", "state", "last success", "last error"], peers, "No peers.")}</section>
@@ -359,17 +373,6 @@ class Pages:
 {_table(["at", "reason", "record", "event", "source", "detail"], rejections, "None.")}</section>
 <p class=muted>This page reloads itself every {REFRESH} s.</p>"""
         return _page(f"pithnode {node.public_url}", node.public_url, body, refresh=REFRESH)
-
-    def _peer_row(self, p: PeerState, now: float) -> str:
-        last = _instant(p.last_ok) if p.last_ok else None
-        if p.healthy:
-            state = "<span class=ok>up</span>"
-        elif (last is not None and now - last > PEER_GONE) or (last is None and p.failures >= PEER_GONE_FAILURES):
-            state = f"<span class=bad>gone</span> ({p.failures} failed tries)"
-        else:
-            state = f"<span class=warn>down</span> ({p.failures} failed tries)"
-        return (f"<tr><td>{_link(p.url)}</td><td>{state}</td><td>{_when(p.last_ok, now)}</td>"
-                f"<td>{_short(p.last_error or '', 120)}</td></tr>")
 
     # -- the record page ---------------------------------------------------------------
 
@@ -576,8 +579,20 @@ def _paper(cur: dict[str, Any]) -> dict[str, Any]:
 
 def _poll_result(source: dict[str, Any]) -> str:
     if not source["failures"]:
-        return "<span class=ok>ok</span>"
-    return f"<span class=bad>failed</span> ({source['failures']} in a row): {_short(source['last_error'], 120)}"
+        return "<span class=ok>ok</span>" if source["last_attempt"] else "not tried yet"
+    return f"<span class=bad>failed</span> ({source['failures']} in a row): {_short(source['error'], 120)}"
+
+
+def _peer_row(p: dict[str, Any], now: float) -> str:
+    last = _instant(p["last_ok"]) if p["last_ok"] else None
+    if p["healthy"]:
+        state = "<span class=ok>up</span>"
+    elif (last is not None and now - last > PEER_GONE) or (last is None and p["failures"] >= PEER_GONE_FAILURES):
+        state = f"<span class=bad>gone</span> ({p['failures']} failed tries)"
+    else:
+        state = f"<span class=warn>down</span> ({p['failures']} failed tries)"
+    return (f"<tr><td>{_link(p['url'])}</td><td>{state}</td><td>{_when(p['last_ok'], now)}</td>"
+            f"<td>{_short(p['error'] or '', 120)}</td></tr>")
 
 
 def _agreement(check: dict[str, Any], ours: str | None) -> str:
