@@ -303,23 +303,25 @@ def ingest_bundle(
         if source is not None:
             _flag_source(store, bundle, report, result, source, now)
         if not result.source_state_matches and isinstance(bundle.get("state"), dict):
-            # the signed bundle is the evidence anyone can check offline; a source lying anew on every
-            # poll gets only its first few kept (the reports go on, without the bundle)
+            # the signed bundle is the evidence anyone can check offline, kept in a row of its own (report
+            # listings do not parse it); a source lying anew on every poll gets only its first few kept
             key = report_key("disagreement", pn,
                              {"source": source, "published_state_sha256": report.published_state_sha256})
-            kept = {"bundle": bundle} if report.signature_ok and store.reports_before(
-                "disagreement", pn, source, key) < MAX_KEPT_BUNDLES else {}
+            kept = report.signature_ok and store.reports_before("disagreement", pn, source, key) < MAX_KEPT_BUNDLES
             store.add_report("disagreement", pn, key, {
                 "source": source, "bundle_sha256": report.bundle_sha256,
                 "published_state_sha256": report.published_state_sha256,
                 "merge_of_its_events_sha256": result.source_merge_sha256,
-                "published_state_consistent": report.published_state_consistent, **kept,
+                "published_state_consistent": report.published_state_consistent, "bundle_kept": kept,
             }, source, now)
+            if kept:
+                store.add_report(EVIDENCE_BUNDLE, pn, f"{key}|bundle", {"bundle": bundle}, source, now)
     return result
 
 
 STALE_AFTER = timedelta(hours=48)
 MAX_KEPT_BUNDLES = 4  # disagreeing bundles kept as evidence per (record, source)
+EVIDENCE_BUNDLE = "disagreement_bundle"  # the report kind holding one, keyed by its disagreement's key + "|bundle"
 
 
 def _instant(text: object) -> datetime | None:

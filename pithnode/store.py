@@ -762,6 +762,10 @@ class Store:
             "AND id < coalesce((SELECT id FROM reports WHERE dedupe=?), 9e18)", (kind, subject, source, dedupe)
         ).fetchone()[0]
 
+    def report_detail(self, dedupe: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT detail FROM reports WHERE dedupe=?", (dedupe,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def latest_bundle_checks(self, subject: str, limit: int = 1000) -> list[dict[str, Any]]:
         """The newest bundle check of each source of `subject` (among its last `limit`)."""
         rows = self.db.execute(

@@ -167,9 +167,10 @@ def evidence_doc(store: Store, report: dict[str, Any]) -> dict[str, Any] | None:
     """The self-contained download `pithnode verify` checks offline: for an equivocation the
     conflicting signed events with their keys (an events list), for a disagreement the source's
     signed bundle as it was received (None when it was not kept)."""
-    if report["kind"] == "disagreement":
-        return report["detail"].get("bundle")
     d = report["detail"]
+    if report["kind"] == "disagreement":
+        kept = store.report_detail(report_key("disagreement", report["subject"], d) + "|bundle")
+        return kept["bundle"] if kept else None
     events, keys = signed_evidence(store, d["event_ids"])
     return {"evidence_type": "pith_equivocation", "pith_number": report["subject"], "identity": d["identity"],
             "target": d["target"], "prev_event": d["prev_event"], "event_ids": d["event_ids"],

@@ -492,7 +492,7 @@ Each is authentic; together they prove the signer equivocated, so none of them i
              "It checks each event's hash and signature with the key above and merges them: the output lists "
              "the equivocation (the same event ids) and ends OK.")}"""
             return _page(f"Equivocation on {subject.pith_number}", base, body)
-        bundle = d.get("bundle")
+        bundle = evidence_doc(store, report)
         compare = "<p class=muted>The source's bundle was not kept (a source keeps at most a few as evidence).</p>"
         if isinstance(bundle, dict):
             node_ring = self.node.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or []))
