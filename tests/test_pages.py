@@ -295,6 +295,7 @@ def test_a_source_lying_again_and_again_keeps_only_its_first_bundles_as_evidence
             ingest_bundle(store, bundle, source="https://liar.test/b.json", trusted=cfg.trusted_ring(),
                           registry=cfg.registry, now="2026-11-23T00:00:00Z")
         reports = evidence_reports(store)
+        assert all("bundle" not in r["detail"] for r in reports)  # listings never carry (or parse) a bundle
         kept = {r["detail"]["published_state_sha256"]: evidence_doc(store, r) for r in reports}
         assert len(kept) == len(bundles)
         assert [kept[b["state"]["state_sha256"]] == b for b in bundles] == \
