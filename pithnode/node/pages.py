@@ -130,7 +130,7 @@ def _page(title: str, node_url: str, body: str, *, refresh: int | None = None) -
 <link rel="alternate" type="application/atom+xml" title="Equivocations and disagreements" href="/equivocations.atom">
 </head><body>
 <header><a href="/" class=home>pithnode</a> <span class=muted>{_e(node_url)}</span>
-<nav><a href="/equivocations.atom">Atom feed</a> <a href="/equivocations.json">equivocations.json</a>
+<nav aria-label="node documents"><a href="/equivocations.atom">Atom feed</a> <a href="/equivocations.json">equivocations.json</a>
 <a href="/pith-mirrors.json">mirrors</a> <a href="/metrics">metrics</a></nav></header>
 <main>{body}</main></body></html>
 """
@@ -485,28 +485,29 @@ class Pages:
 <p>The signer <strong>{_e(d['identity'])}</strong> {who} signed {len(events)} different successors of one position
 (target <code>{_e(d['target'])}</code>, after <code>{_e(d['prev_event'] or 'nothing: the first event')}</code>).
 Each is authentic; together they prove the signer equivocated, so none of them is applied.</p>
+{_verify_box(download, name, "pithnode verify " + name,
+             "It checks each event's hash and signature with the key below and merges them: the output lists "
+             "the equivocation (the same event ids) and ends OK.")}
 <h2>The key that verifies them</h2><ul>{keys or '<li>not held</li>'}</ul>
 <h2>The conflicting events</h2>
-{_side_by_side([f"<code>{_short(ev['event_id'][7:], 12)}</code>" for ev in events], events)}
-{_verify_box(download, name, "pithnode verify " + name,
-             "It checks each event's hash and signature with the key above and merges them: the output lists "
-             "the equivocation (the same event ids) and ends OK.")}"""
+{_side_by_side([f"<code>{_short(ev['event_id'][7:], 12)}</code>" for ev in events], events)}"""
             return _page(f"Equivocation on {subject.pith_number}", base, body)
         bundle = evidence_doc(store, report)
-        compare = "<p class=muted>The source's bundle was not kept (a source keeps at most a few as evidence).</p>"
+        check, compare = "", "<p class=muted>The source's bundle was not kept (a source keeps at most a few as evidence).</p>"
         if isinstance(bundle, dict):
             node_ring = self.node.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or []))
             ours = check_bundle(bundle, node_ring, self.node.registry).state
             compare = _side_by_side(["published by the source", "merge of the events it served"],
                                     [bundle.get("state"), ours], only_diff=True)
-            compare += _verify_box(download, name, "pithnode verify " + name,
-                                   "It checks the bundle's signature and every event, merges the events and prints "
-                                   "both hashes: `DIFFERS`, and exit status 1.")
+            check = _verify_box(download, name, "pithnode verify " + name,
+                                "It checks the bundle's signature and every event, merges the events and prints "
+                                "both hashes: `DIFFERS`, and exit status 1.")
         body = f"""<h1>Disagreeing source</h1>{head}
 <p>The source {_link(d.get('source') or '?')} published a state that is not the merge of the events it served itself.</p>
 <dl class=facts><dt>its published state_sha256</dt><dd><code>{_e(d.get('published_state_sha256'))}</code></dd>
 <dt>merge of its events</dt><dd><code>{_e(d.get('merge_of_its_events_sha256'))}</code></dd>
 <dt>its bundle_sha256</dt><dd><code>{_e(d.get('bundle_sha256'))}</code></dd></dl>
+{check}
 <h2>Published state against the merge</h2>{compare}"""
         return _page(f"Disagreement on {subject.pith_number}", base, body)
 
@@ -644,6 +645,6 @@ thead th{background:#f7f8fa}
 tr.diff{background:#fff1c2}tr.diff td{background:#fff1c2}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.charts figure{margin:0;flex:1 1 18em}
 figcaption,.axis{font-size:13px}.axis{display:flex;justify-content:space-between}
-.verify{border:1px solid var(--line);border-radius:6px;padding:0 1em .5em;margin-top:1.5em;background:#f9fbff}
+.verify{border:1px solid var(--line);border-radius:6px;padding:0 1em .5em;margin:1em 0;background:#f9fbff}
 @media (max-width:600px){body{font-size:14px}.facts{grid-template-columns:1fr}.facts dt{margin-top:.4em}}
 """
