@@ -52,8 +52,12 @@ class Config:
     # against floods of authentic events and of requests
     max_signers_per_subject: int = 1000
     max_events_per_signer: int = 10000
-    max_store_bytes: int = 0  # 0: no cap
+    max_store_bytes: int = 32 * 1024**3  # 0: no cap (docs/SECURITY.md, budgets)
     peer_rate_limit: float = 50.0  # peer-protocol requests per second per client address (burst 4x)
+    # what one source we did not name (a client address, a learned peer) may make us store, and spend
+    peer_new_records_per_hour: int = 2000
+    peer_new_keys_per_hour: int = 2000
+    peer_cpu_share: float = 0.25  # reconciliation CPU seconds per second per client address (burst 20x)
 
     @property
     def db_path(self) -> Path:

@@ -28,7 +28,7 @@ from .core.keys import KeyRing
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # Each entry upgrades the schema from version i to i+1. Never edit a shipped
 # entry: append a new one.
@@ -243,7 +243,29 @@ MIGRATIONS: list[str] = [
     CREATE INDEX events_by_order ON events(created_at, event_id);
     CREATE INDEX events_by_type ON events(event_type);
     """,
+    # 10: rejections counted per (source, reason), with a few sample rows each: one
+    # row per rejected event let a hostile push grow the store by its size times
+    # its event count. Both tables are capped (REJECTION_SAMPLES, REJECTION_TALLIES).
+    """
+    CREATE TABLE rejection_tally(
+        source TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        first_at TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        touched INTEGER NOT NULL,   -- increases with every update: which tally was seen last
+        PRIMARY KEY(source, reason)
+    );
+    CREATE INDEX rejection_tally_by_touch ON rejection_tally(touched);
+    """,
 ]
+
+# Rejections kept: sample rows (newest), their fields cut to these lengths, and
+# (source, reason) tallies (the least recently seen dropped first).
+REJECTION_SAMPLES = 10_000
+SAMPLES_PER_BATCH = 5  # sample rows per (source, reason) per batch
+REJECTION_TALLIES = 10_000
+_CUT = {"subject": 100, "event_id": 80, "reason": 40, "detail": 300, "source": 300}
 
 
 class StoreError(Exception):
@@ -477,17 +499,24 @@ class Store:
         """Store the keys of `ring` named by `fingerprints`; returns how many were new."""
         self._write()
         new = 0
-        held = self._ring if self._ring is not None else {}  # the cached ring holds only stored keys
+        held = self.key_ring()
         for fp in fingerprints:
             if fp in ring and fp not in held:
                 self.db.execute(
                     "INSERT OR IGNORE INTO keys(fingerprint, raw, key_id, first_seen) VALUES (?,?,?,?)",
                     (fp, ring[fp], ring.key_id(fp), at),
                 )
-                new += self.db.changes()
-        if new:
-            self._ring = None
+                if self.db.changes():
+                    new += 1
+                    # grown in place, not dropped: re-reading (and re-hashing) every stored key
+                    # after each new one made a push of n fresh keys cost O(n * keys held)
+                    held.add_raw(ring[fp], ring.key_id(fp))
         return new
+
+    def key(self, fingerprint: str) -> tuple[bytes, str | None] | None:
+        """(raw, key_id) of one stored key."""
+        row = self.db.execute("SELECT raw, key_id FROM keys WHERE fingerprint=?", (fingerprint,)).fetchone()
+        return (bytes(row[0]), row[1]) if row else None
 
     # -- subjects ------------------------------------------------------------------
 
@@ -643,14 +672,35 @@ class Store:
 
     def bodies_and_signers(self, event_ids: Iterable[str]) -> tuple[list[bytes], set[str]]:
         """The bodies of the held events among `event_ids`, and the fingerprints of
-        the keys that signed them: one lookup per id (a peer's events answer; at
-        1M events each lookup is a page read or two)."""
-        bodies, signers = [], set()
-        for body, fp in self._where_ids("SELECT e.body, s.fingerprint FROM events e JOIN signers s ON s.id=e.signer_id",
-                                        event_ids):
-            bodies.append(unpack(body))
-            signers.add(fp)
+        the keys that signed them: one lookup per id (at 1M events each lookup is a
+        page read or two)."""
+        bodies, signers, _ = self.bodies_within(list(event_ids), max_bytes=1 << 62, chunk=500)
         return bodies, signers
+
+    def bodies_within(self, event_ids: list[str], max_bytes: int, chunk: int = 32
+                      ) -> tuple[list[bytes], set[str], int]:
+        """The bodies of held events among `event_ids`, in their order, while their
+        sizes add up to at most `max_bytes` (at least one is taken), the signers'
+        fingerprints, and how many of `event_ids` were looked at: the caller asks
+        again from there. Read `chunk` ids at a time, so memory stays near `max_bytes`."""
+        bodies: list[bytes] = []
+        signers: set[str] = set()
+        size = 0
+        for start in range(0, len(event_ids), chunk):
+            part = event_ids[start : start + chunk]
+            found = {i: (b, fp) for i, b, fp in self._where_ids(
+                "SELECT e.event_id, e.body, s.fingerprint FROM events e JOIN signers s ON s.id=e.signer_id", part)}
+            for n, event_id in enumerate(part):
+                if event_id not in found:
+                    continue
+                packed, fp = found.pop(event_id)  # popped: an id repeated in a chunk is sent once
+                body = unpack(packed)
+                if bodies and size + len(body) > max_bytes:
+                    return bodies, signers, start + n
+                size += len(body)
+                bodies.append(body)
+                signers.add(fp)
+        return bodies, signers, len(event_ids)
 
     def subject_event_count(self, subject_id: int) -> int:
         """How many events a subject holds now (its stored state may count fewer)."""
@@ -710,12 +760,41 @@ class Store:
 
     # -- monitoring ----------------------------------------------------------------
 
-    def add_rejection(self, subject: str | None, event_id: str | None, reason: str, detail: str, source: str | None, at: str) -> None:
+    def add_rejections(self, subject: str | None, rejected: Iterable[tuple[str | None, str, str]],
+                       source: str | None, at: str) -> None:
+        """Record refused events, each (event_id, reason, detail): counted per
+        (source, reason), a few kept as samples with every string cut short.
+        Bounded whatever a peer sends: at most REJECTION_SAMPLES sample rows and
+        REJECTION_TALLIES tallies are kept, the oldest dropped first."""
         self._write()
-        self.db.execute(
-            "INSERT INTO rejections(subject, event_id, reason, detail, source, at) VALUES (?,?,?,?,?,?)",
-            (subject, event_id, reason, detail, source, at),
-        )
+        cut = {k: (lambda v, n=n: v if v is None else str(v)[:n]) for k, n in _CUT.items()}
+        src, subj = cut["source"](source), cut["subject"](subject)
+        groups: dict[str, list[tuple[str | None, str]]] = {}
+        for event_id, reason, detail in rejected:
+            groups.setdefault(cut["reason"](reason), []).append((event_id, detail))
+        for reason, items in groups.items():
+            self.db.execute(
+                "INSERT INTO rejection_tally(source, reason, count, first_at, last_at, touched) "
+                "VALUES (?,?,?,?,?, (SELECT coalesce(max(touched), 0) + 1 FROM rejection_tally)) "
+                "ON CONFLICT(source, reason) DO UPDATE SET count = count + excluded.count, "
+                "last_at = excluded.last_at, touched = excluded.touched",
+                (src or "", reason, len(items), at, at))
+            for event_id, detail in items[:SAMPLES_PER_BATCH]:
+                self.db.execute(
+                    "INSERT INTO rejections(subject, event_id, reason, detail, source, at) VALUES (?,?,?,?,?,?)",
+                    (subj, cut["event_id"](event_id), reason, cut["detail"](detail), src, at))
+        if groups:
+            self.db.execute("DELETE FROM rejections WHERE id <= (SELECT max(id) FROM rejections) - ?",
+                            (REJECTION_SAMPLES,))
+            self.db.execute("DELETE FROM rejection_tally WHERE touched <= (SELECT touched FROM rejection_tally "
+                            "ORDER BY touched DESC LIMIT 1 OFFSET ?)", (REJECTION_TALLIES,))
+
+    def rejection_tally(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Rejections per (source, reason), most recently seen first."""
+        keys = ("source", "reason", "count", "first_at", "last_at")
+        return [dict(zip(keys, r)) for r in self.db.execute(
+            "SELECT source, reason, count, first_at, last_at FROM rejection_tally ORDER BY touched DESC LIMIT ?",
+            (limit,))]
 
     def rejections(self, *, since: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self.db.execute(

@@ -242,7 +242,7 @@ async def bench_propagation(args: argparse.Namespace, tmp: Path) -> dict[str, An
         nodes = [await nursery.start(run_node, cfg(tmp, f"n{i}", gossip_interval=3600.0)) for i in range(n)]
         for i, nbrs in enumerate(adj):
             for j in nbrs:
-                nodes[i].peers.add_peer(nodes[j].url)
+                nodes[i].peers.add_peer(nodes[j].url, operator=True)
         url_of = {r.url: i for i, r in enumerate(nodes)}
         await nodes[0].node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="bench")
         with trio.fail_after(60):

@@ -43,8 +43,8 @@ async def nodes(tmp: Path, n: int, **extra: Any) -> AsyncIterator[list[Running]]
 
 def connect(running: list[Running], edges: list[tuple[int, int]]) -> None:
     for a, b in edges:
-        running[a].peers.add_peer(running[b].url)
-        running[b].peers.add_peer(running[a].url)
+        running[a].peers.add_peer(running[b].url, operator=True)
+        running[b].peers.add_peer(running[a].url, operator=True)
 
 
 async def get_json(url: str) -> Any:

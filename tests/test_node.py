@@ -476,7 +476,7 @@ async def test_admission_workers_killed_before_or_during_a_sync_are_replaced(tmp
             return futures
 
         monkeypatch.setattr(c.node, "start_admission", start_then_kill)
-        c.peers.add_peer(a.url)
+        c.peers.add_peer(a.url, operator=True)
         await c.peers._guarded(a.url, c.peers.sync_with)  # logged; the node goes on
         assert c.node.store.event_count() == 0 and c.peers.peers[a.url].failures == 0
         pn, evs = synthetic_subject(REG, 3310, 300, MIRRORS)  # a push big enough for the workers

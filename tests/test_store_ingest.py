@@ -245,6 +245,7 @@ def back_to_schema_8(db: Path) -> None:
             s.fingerprint, e.body, e.source, e.received_at FROM events e JOIN signers s ON s.id = e.signer_id;
         DROP TABLE events;
         DROP TABLE signers;
+        DROP TABLE rejection_tally;
         ALTER TABLE events_v8 RENAME TO events;
         CREATE INDEX events_by_key ON events(key);
         CREATE INDEX events_by_subject ON events(subject_id, signer_fp, created_at, key);
@@ -336,7 +337,7 @@ def test_zlib_rows_of_a_schema_7_store_read_the_same_after_the_upgrade_and_new_r
     c.close()
 
     with Store(cfg.db_path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert {pn: store.event_bodies(store.subject(pn).id) for pn, _ in subjects[:3]} == bodies
         assert {pn: store.state_bytes(pn) for pn, _ in subjects[:3]} == states
         pn, evs = subjects[3]

@@ -1,8 +1,14 @@
 """The peer protocol (version 1): msgpack over HTTP POST.
 
   POST /peer/v1/reconcile  {v, msg}          -> {v, msg | None}   range-based set reconciliation
-  POST /peer/v1/events     {v, ids}          -> {v, events, keys} fetch events by id
+  POST /peer/v1/events     {v, ids, max_bytes} -> {v, events, keys, next?} fetch events by id
   POST /peer/v1/push       {v, from, events, keys} -> {v, admitted, known, rejected}
+
+An events answer holds events up to `max_bytes` of event bytes (the asker's
+budget, at most ANSWER_BYTES; at least one event) and says with `next` where
+in `ids` it stopped: the asker asks again from there. Pushes are cut to
+ANSWER_BYTES of events too, so every message stays within MAX_MESSAGE_BYTES
+whatever the events' sizes (docs/PROTOCOL-NOTES.md, "Paged events").
 
 Events travel as their canonical JSON bytes (msgpack bin) and are parsed with
 the same caps as any JSON we read; keys as the registry's key entries.
@@ -14,8 +20,10 @@ round trip; d missing events cost O(d) (see core/reconcile.py).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
+import time
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -30,7 +38,7 @@ from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..net.fetch import FetchError, check_url
 from ..store import Store, StoreError
 from ..timeutil import utc_now
-from .service import Node
+from .service import Budget, Node
 
 log = logging.getLogger("pithnode.peer")
 
@@ -39,6 +47,9 @@ CONTENT_TYPE = b"application/vnd.pithnode.peer+msgpack"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_IDS = 5_000  # per events request
 MAX_EVENTS = 2_000  # per push or events answer
+ANSWER_BYTES = 8 * 1024 * 1024  # event bytes per answer or push: with keys and framing, well under the message cap
+MIN_ANSWER_BYTES = 1024 * 1024  # an asker's smaller budget is raised to this (an event is at most 262,144 bytes)
+MAX_URL = 300  # a peer's URL (`from`), longer ones refused
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 MAX_ROUNDS = 1_000  # a reply lists at most 50k ids (core/reconcile.py): enough for 50M events apart
@@ -46,7 +57,10 @@ MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
 MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
 SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewrite on the event loop (~0.12 s)
-MAX_PEERS = 64  # learned peers beyond this are ignored (a hostile push cannot grow the list without end)
+MAX_PEERS = 64  # learned peers (operator-named ones are not counted and never displaced)
+MAX_PEERS_PER_SOURCE = 4  # learned peers one client address (or discovery) may have in the list
+PEER_MAX_FAILURES = 8  # a learned peer failing this many exchanges in a row is dropped (~8 min of back-off)
+CPU_BURST = 20  # seconds of `peer_cpu_share` a client address may spend at once
 
 
 class PeerError(Exception):
@@ -102,6 +116,14 @@ class PeerState:
     last_error: str | None = None
     failures: int = 0
     next_try: float = 0.0
+    operator: bool = False  # named by the operator: always kept, exempt from the stranger budgets
+    via: str | None = None  # who made us learn it (a client address, "discovery")
+    order: int = 0  # when it was added, in order
+
+    def merit(self) -> tuple[bool, str, int, int]:
+        """Learned peers compete on this (the least is displaced first): answering
+        now, then the last time it did, then fewer failures, then age."""
+        return (self.healthy, self.last_ok or "", -self.failures, self.order)
 
 
 class PeerService:
@@ -118,16 +140,53 @@ class PeerService:
         self._set_lock = trio.Lock()
         self.wire = {"requests": 0, "bytes_out": 0, "bytes_in": 0}  # what this node's client sent and got
         self._rng = random.Random()
+        self._order = itertools.count()
+        self._work_lock = trio.Lock()  # one reconciliation computed at a time, off the event loop
+        cfg = node.cfg
+        self.cpu = Budget(cfg.peer_cpu_share, cfg.peer_cpu_share * CPU_BURST)  # reconciliation CPU per address
 
     # -- peers -------------------------------------------------------------------
 
-    def add_peer(self, url: str) -> None:
+    def add_peer(self, url: str, *, operator: bool = False, via: str | None = None) -> bool:
+        """Add a peer; True if it is (now) in the list. The operator's peers always
+        are. A learned one takes a free place, else the place of the least merited
+        learned peer of the same source (once that source has MAX_PEERS_PER_SOURCE),
+        else of the least merited one not answering now: peers that answer are never
+        displaced by newcomers, and strangers cannot push the operator's out."""
         url = url.rstrip("/")
-        if len(self.peers) >= MAX_PEERS or not url.startswith(("http://", "https://")) or len(url) > 300:
-            return
-        if url != self.node.public_url and url not in self.peers:
-            self.peers[url] = PeerState(url)
-            log.info("peer added: %s", url)
+        if not url.startswith(("http://", "https://")) or len(url) > MAX_URL or url == self.node.public_url:
+            return False
+        if url in self.peers:
+            self.peers[url].operator |= operator
+            return True
+        if not operator:
+            learned = [st for st in self.peers.values() if not st.operator]
+            same = [st for st in learned if st.via == via]
+            if len(same) >= MAX_PEERS_PER_SOURCE:
+                victim: PeerState | None = min(same, key=PeerState.merit)
+            elif len(learned) >= MAX_PEERS:
+                victim = min((st for st in learned if not st.healthy), key=PeerState.merit, default=None)
+                if victim is None:
+                    return False
+            else:
+                victim = None
+            if victim is not None:
+                del self.peers[victim.url]
+                log.info("peer dropped for a newcomer: %s", victim.url)
+        self.peers[url] = PeerState(url, operator=operator, via=via, order=next(self._order))
+        log.info("peer added: %s%s", url, " (operator)" if operator else f" (learned from {via})")
+        return True
+
+    async def _reconcile_work(self, fn: Any, arg: Any) -> tuple[Any, float]:
+        """`fn(arg)` over our reconciliation set, on a thread (the event loop stays
+        free), one at a time (the set is updated only between them); returns its
+        result and the CPU seconds it took."""
+        def timed() -> tuple[Any, float]:
+            start = time.thread_time()
+            return fn(arg), time.thread_time() - start
+
+        async with self._work_lock:
+            return await trio.to_thread.run_sync(timed)
 
     async def reconcile_set(self) -> ReconcileSet:
         """Our events as a reconciliation set: built from the store once, then
@@ -144,13 +203,14 @@ class PeerService:
             newest = store.event_count()  # the newest seq (never deleted, so also how many)
             if self._set is not None and newest - self._set[0] <= len(self._set[1]):
                 seq, items = self._set
-                for chunk in store.event_keys_since(seq):
-                    if items.add(((c, e) for _seq, c, e in chunk), max_rewrite=SET_MAX_REWRITE) is None:
-                        break  # built anew below
-                    seq = chunk[-1][0]
-                else:
-                    self._set = (seq, items)
-                    return items
+                async with self._work_lock:  # not while a thread reads it
+                    for chunk in store.event_keys_since(seq):
+                        if items.add(((c, e) for _seq, c, e in chunk), max_rewrite=SET_MAX_REWRITE) is None:
+                            break  # built anew below
+                        seq = chunk[-1][0]
+                    else:
+                        self._set = (seq, items)
+                        return items
             self._set = None  # freed first (a sync under way may still hold it)
             # events stored after `newest` was read come again at the next call, skipped as held
             newest = store.event_count()
@@ -163,17 +223,24 @@ class PeerService:
         from .server import HttpError
 
         m = self.node.metrics
+        address = client.rsplit(":", 1)[0]
         try:
             msg = decode(body, self.max_message_bytes)
             if kind == "reconcile":
-                reply = Reconciler(await self.reconcile_set()).respond(msg.get("msg"))
+                if self.cpu.left(address, trio.current_time()) <= 0:
+                    m.gossip.labels(kind=kind, direction="in", outcome="rate_limited").inc()
+                    raise HttpError(429, "reconciliation CPU budget of this address spent: retry later")
+                reply, cpu = await self._reconcile_work(Reconciler(await self.reconcile_set()).respond, msg.get("msg"))
+                self.cpu.spend(address, cpu, trio.current_time())
                 out: dict[str, Any] = {"v": VERSION, "msg": reply}
             elif kind == "events":
-                ids = [i for i in _list(msg, "ids", MAX_IDS, str) if i.startswith("sha256:") and len(i) == 71]
-                ids = ids[:MAX_EVENTS]  # an answer holds at most MAX_EVENTS: ask again for the rest
-                out = {"v": VERSION, **self.events_payload(ids)}
+                ids = _list(msg, "ids", MAX_IDS, str)[:MAX_EVENTS]  # at most MAX_EVENTS: ask again for the rest
+                budget = msg.get("max_bytes")
+                budget = min(ANSWER_BYTES, max(MIN_ANSWER_BYTES, budget if type(budget) is int else ANSWER_BYTES))
+                payload, used = self.events_payload(ids, budget)
+                out = {"v": VERSION, **payload, **({"next": used} if used < len(ids) else {})}
             else:
-                out = {"v": VERSION, **await self.accept_push(msg, client)}
+                out = {"v": VERSION, **await self.accept_push(msg, address)}
         except (PeerError, ReconcileError) as exc:
             m.gossip.labels(kind=kind, direction="in", outcome="refused").inc()
             log.warning("refused %s message from %s: %s", kind, client, exc)
@@ -181,24 +248,30 @@ class PeerService:
         m.gossip.labels(kind=kind, direction="in", outcome="ok").inc()
         return encode(out)
 
-    def events_payload(self, ids: Iterable[str]) -> dict[str, Any]:
-        ids = list(ids)
-        bodies, fps = self.node.store.bodies_and_signers(ids)
+    def events_payload(self, ids: list[str], max_bytes: int = ANSWER_BYTES) -> tuple[dict[str, Any], int]:
+        """The held events among `ids`, in order, up to `max_bytes` of them, with
+        their keys; and how many of `ids` that covered."""
+        bodies, fps, used = self.node.store.bodies_within(ids, max_bytes)
         ring = self.node.ring()
-        return {"events": bodies, "keys": ring.entries(fps & set(ring))}
+        return {"events": bodies, "keys": ring.entries(fps & set(ring))}, used
 
-    async def accept_push(self, msg: dict[str, Any], client: str) -> dict[str, Any]:
-        origin = msg.get("from") if isinstance(msg.get("from"), str) else None
+    async def accept_push(self, msg: dict[str, Any], address: str) -> dict[str, Any]:
+        """Admit a push, charged to the client's address (`from` is only a claim)."""
+        origin = msg.get("from")
+        if origin is not None and not (isinstance(origin, str) and len(origin) <= MAX_URL
+                                       and origin.startswith(("http://", "https://"))):
+            raise PeerError(f"from must be an http(s) URL of at most {MAX_URL} characters")
         raw, keys = parse_events(msg)
         admitted = known = 0
-        results, rejected = await self.node.ingest_raw(raw, keys, source=f"peer {origin or client}",
-                                                       origin_peer=origin.rstrip("/") if origin else None)
+        results, rejected = await self.node.ingest_raw(raw, keys, source=f"peer {origin or address}",
+                                                       origin_peer=origin.rstrip("/") if origin else None,
+                                                       stranger=address)
         for res in results:
             admitted += len(res.new_event_ids)
             known += res.known
             rejected += len(res.rejected) + res.quota_refused
-        if origin:
-            self.add_peer(origin)  # a node that pushes to us is a peer we can push back to
+        if origin and admitted:  # a node that brings us news is a peer we can push back to
+            self.add_peer(origin, via=address)
         return {"admitted": admitted, "known": known, "rejected": rejected}
 
     # -- client side ---------------------------------------------------------------
@@ -238,18 +311,24 @@ class PeerService:
         merged once, at the end (readers see them then). Returns (fetched, pushed)."""
         rec = Reconciler(await self.reconcile_set())
         msg: bytes | None = rec.initiate()
-        fetched = pushed = idle = 0
+        fetched = pushed = idle = unfetched = 0
         for _round in range(MAX_ROUNDS):
             reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
             if reply is None:
                 break
             learned = len(rec.need) + len(rec.have)
-            msg = rec.reconcile(reply)
+            msg, _cpu = await self._reconcile_work(rec.reconcile, reply)
             idle = idle + 1 if len(rec.need) + len(rec.have) == learned else 0
+            unfetched = unfetched + 1 if rec.need else 0
             if msg is None or idle > MAX_IDLE_ROUNDS:
                 break
-            if len(rec.need) >= MAX_NEED:
+            # Progress is what gets stored, not what the peer says: ids it names are
+            # fetched at the latest MAX_IDLE_ROUNDS rounds after, and the sync stops
+            # at the first fetch that stores nothing new (a peer teaching one fake id
+            # per round kept a sync going for MAX_ROUNDS rounds).
+            if len(rec.need) >= MAX_NEED or unfetched > MAX_IDLE_ROUNDS:
                 need, rec.need = rec.need, set()
+                unfetched = 0
                 got = await self._fetch(url, sorted(need))
                 if not got:  # the peer names events it will not serve (or only bad ones): stop here
                     break
@@ -272,19 +351,27 @@ class PeerService:
         fetched = 0
         batches: list[tuple[list[Any], dict[str, Any]]] = []  # admissions started, keys they came with
         started_n = 0
+        state = self.peers.get(url)
+        stranger = url if state is not None and not state.operator else None  # a learned peer: charged
 
         async def apply(futures: list[Any], keys: dict[str, Any]) -> int:
             results, _unreadable = await self.node.apply_admitted(futures, list(keys.values()), source=f"peer {url}",
-                                                                  origin_peer=url, merge=False)
+                                                                  origin_peer=url, merge=False, stranger=stranger)
             return sum(len(r.new_event_ids) for r in results)
 
-        for i in range(0, len(ids), MAX_EVENTS):
+        i = 0
+        while i < len(ids):
+            asked = ids[i : i + MAX_EVENTS]
             try:
-                raw, keys = parse_events(await self.post(url, "events", {"ids": ids[i : i + MAX_EVENTS]}))
+                answer = await self.post(url, "events", {"ids": asked, "max_bytes": ANSWER_BYTES})
+                raw, keys = parse_events(answer)
             except PEER_FAULTS:
                 for batch in batches:  # the peer failed: keep what it had already sent
                     await apply(*batch)
                 raise
+            # the answer covers `next` of the ids asked (a peer without paging: all of them)
+            used = answer.get("next")
+            i += used if type(used) is int and 0 < used <= len(asked) else len(asked)
             if not batches or started_n >= APPLY_BATCH:
                 batches.append(([], {}))
                 started_n = 0
@@ -299,9 +386,11 @@ class PeerService:
         return fetched
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
-        sent = 0
-        for i in range(0, len(event_ids), MAX_EVENTS):
-            payload = self.events_payload(event_ids[i : i + MAX_EVENTS])
+        """Push these events, ANSWER_BYTES of them per message."""
+        sent = i = 0
+        while i < len(event_ids):
+            payload, used = self.events_payload(event_ids[i : i + MAX_EVENTS])
+            i += used
             if payload["events"]:
                 await self.post(url, "push", {"from": self.node.public_url, **payload})
                 sent += len(payload["events"])
@@ -317,8 +406,11 @@ class PeerService:
             log.error("worker processes died while merging (%s): merge deferred to the next round", exc)
 
     async def _guarded(self, url: str, fn: Any, *args: Any) -> None:
-        """Run one exchange with a peer, recording its health; never raises for the peer's faults."""
-        state = self.peers[url]
+        """Run one exchange with a peer, recording its health; never raises for the peer's faults.
+        A learned peer failing PEER_MAX_FAILURES exchanges in a row is dropped."""
+        state = self.peers.get(url)
+        if state is None:  # displaced meanwhile
+            return
         try:
             await fn(url, *args)
         except StoreError as exc:  # our disk, not the peer: no back-off for it, just say so
@@ -336,6 +428,9 @@ class PeerService:
             state.next_try = trio.current_time() + min(600.0, 2.0 ** min(state.failures, 10)) * (0.5 + self._rng.random())
             self.node.metrics.gossip.labels(kind="exchange", direction="out", outcome="failed").inc()
             log.info("peer %s: %s", url, state.last_error)
+            if not state.operator and state.failures >= PEER_MAX_FAILURES and self.peers.get(url) is state:
+                del self.peers[url]
+                log.info("peer dropped after %d failures in a row: %s", state.failures, url)
         else:
             state.healthy, state.failures, state.last_ok, state.last_error = True, 0, utc_now(), None
 

@@ -53,7 +53,7 @@ async def _every(interval: float, fn, *args) -> None:  # type: ignore[no-untyped
 async def discover(running: Running) -> None:
     """Peers from mirror_hint events and from peers' /pith-mirrors.json."""
     for base in mirror_base_urls(running.node):
-        running.peers.add_peer(base)
+        running.peers.add_peer(base, via="mirror hints")
     for url, st in list(running.peers.peers.items()):
         if not st.healthy:
             continue
@@ -64,7 +64,7 @@ async def discover(running: Running) -> None:
             continue
         for m in (doc.get("mirrors") or [])[:100] if isinstance(doc, dict) else []:
             if isinstance(m, dict) and isinstance(m.get("base_url"), str):
-                running.peers.add_peer(m["base_url"])
+                running.peers.add_peer(m["base_url"], via=url)
 
 
 async def attest_loop(running: Running) -> None:
@@ -94,7 +94,7 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
         ) as fetcher, peer.new_client(cfg.connect_timeout) as client:
             peers = peer.PeerService(node, client, timeout=cfg.total_timeout)
             for p in cfg.peers:
-                peers.add_peer(p)
+                peers.add_peer(p, operator=True)
             poller = Poller(node, fetcher)
             async with trio.open_nursery() as nursery:
                 # the server stops by itself (gracefully) once `shutdown` is set

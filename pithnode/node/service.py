@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from ..config import Config
-from ..core import KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
+from ..core import Admission, KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
 from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
 from ..ingest import (
@@ -89,6 +89,58 @@ def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: 
         return submit(admission_pool())  # type: ignore[arg-type]  (there was a pool: there is one)
 
 
+class Budget:
+    """Token buckets per key (a client address, a learned peer): `rate` per second
+    refilled, at most `burst` saved; spending may go below zero (work already
+    done is charged in full). At most KEYS keys are tracked, the least recently
+    seen forgotten first (a forgotten key starts full again: the cap bounds our
+    memory; what a key may spend still holds while fewer keys are active)."""
+
+    KEYS = 4096
+
+    def __init__(self, rate: float, burst: float):
+        self.rate, self.burst = rate, burst
+        self._left: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (left, at)
+
+    def left(self, key: str, now: float) -> float:
+        left, at = self._left.pop(key, (self.burst, now))
+        self._left[key] = (min(self.burst, left + (now - at) * self.rate), now)
+        while len(self._left) > self.KEYS:
+            self._left.popitem(last=False)
+        return self._left[key][0]
+
+    def spend(self, key: str, amount: float, now: float) -> None:
+        self._left[key] = (self.left(key, now) - amount, now)
+
+    def take(self, key: str, now: float) -> bool:
+        """Spend one if one is left."""
+        if self.left(key, now) < 1:
+            return False
+        self.spend(key, 1, now)
+        return True
+
+
+class LogLimiter:
+    """At most one log line per key per `interval` seconds; the lines held back are
+    counted and said in the next one (a hostile peer cannot grow the log by the
+    number of events it sends)."""
+
+    def __init__(self, interval: float = 10.0, keys: int = 1024):
+        self.interval, self.keys = interval, keys
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (last logged, held back)
+
+    def allow(self, key: str, now: float) -> int | None:
+        """None: hold this line back; else how many were held back since the last one."""
+        last, held = self._seen.pop(key, (-self.interval, 0))
+        if now - last < self.interval:
+            self._seen[key] = (last, held + 1)
+            return None
+        self._seen[key] = (now, 0)
+        while len(self._seen) > self.keys:
+            self._seen.popitem(last=False)
+        return held
+
+
 @dataclass
 class Cached:
     """One served document: its bytes, gzip bytes (made on first ask) and ETag."""
@@ -135,6 +187,11 @@ class Node:
         self.registry = cfg.registry
         self.metrics = Metrics()
         self.outbox = Outbox()
+        # new records and new keys a stranger may make us store (burst: an hour's worth)
+        self.new_records = Budget(cfg.peer_new_records_per_hour / 3600, cfg.peer_new_records_per_hour)
+        self.new_keys = Budget(cfg.peer_new_keys_per_hour / 3600, cfg.peer_new_keys_per_hour)
+        self._log_limit = LogLimiter()
+        self._ring: tuple[KeyRing, int, KeyRing] | None = None  # (the store's ring, its size, ours)
         self._cache: OrderedDict[tuple[str, str], Cached] = OrderedDict()  # least recently used first
         self._cache_bytes = 0
         self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
@@ -158,7 +215,11 @@ class Node:
     # -- reads -----------------------------------------------------------------
 
     def ring(self) -> KeyRing:
-        return node_ring(self.store, self.trusted).merged(self.identity.ring())
+        """Every key we know: kept while the store's ring neither grows nor is replaced."""
+        stored = self.store.key_ring()
+        if self._ring is None or self._ring[0] is not stored or self._ring[1] != len(stored):
+            self._ring = (stored, len(stored), node_ring(self.store, self.trusted).merged(self.identity.ring()))
+        return self._ring[2]
 
     def current_generation(self) -> int:
         """`generation`, also bumped by other processes' commits (a front process sees the node's),
@@ -241,16 +302,44 @@ class Node:
 
     def start_admission(self, raw: list[bytes], keys: list[Any]) -> list[Future[Any]]:
         """Start parsing and admitting events (their JSON bytes) in the worker
-        processes, without waiting: a caller can fetch more meanwhile."""
-        entries = self.ring().merged(KeyRing.from_entries(keys)).entries()
-        return in_workers(admit_raw, raw, entries, MAX_EVENT_BYTES, min_chunk=POOL_MIN_BATCH, chunks_per_worker=2)
+        processes, without waiting: a caller can fetch more meanwhile. The workers
+        get the message's keys and ours; they read other stored keys from the store."""
+        entries = self.trusted.merged(self.identity.ring()).merged(KeyRing.from_entries(keys)).entries()
+        return in_workers(admit_raw, raw, entries, MAX_EVENT_BYTES, self.store.path, min_chunk=POOL_MIN_BATCH,
+                          chunks_per_worker=2)
+
+    def _charge(self, by_subject: dict[str, tuple[list[Any], list[Any]]], stranger: str) -> None:
+        """Refuse (as `quota`) the events that would make us store more new records
+        or new keys than `stranger` may still make us store (`new_records`, `new_keys`)."""
+        now = trio.current_time()
+        held = self.ring()
+        refused_keys: set[str] = set()
+        granted_keys: set[str] = set()
+        for pn, (objs, adms) in by_subject.items():
+            new_record = self.store.subject(pn) is None
+            if new_record and any(a.admitted for a in adms) and not self.new_records.take(stranger, now):
+                why = f"new records from {stranger[:100]} over {self.cfg.peer_new_records_per_hour} per hour"
+                adms[:] = [Admission(None, "quota", why) if a.admitted else a for a in adms]
+                continue
+            for i, (light, adm) in enumerate(zip(objs, adms)):
+                fp = light["signer"]["public_key_fingerprint"] if adm.admitted else None
+                if fp is None or fp in held or fp in granted_keys:
+                    continue
+                if fp not in refused_keys and self.new_keys.take(stranger, now):
+                    granted_keys.add(fp)
+                    continue
+                refused_keys.add(fp)
+                adms[i] = Admission(None, "quota", f"new keys from {stranger[:100]} over "
+                                                   f"{self.cfg.peer_new_keys_per_hour} per hour")
 
     async def apply_admitted(self, futures: list[Future[Any]], keys: list[Any], *, source: str | None,
-                             origin_peer: str | None = None, merge: bool = True) -> tuple[list[IngestResult], int]:
+                             origin_peer: str | None = None, merge: bool = True,
+                             stranger: str | None = None) -> tuple[list[IngestResult], int]:
         """Wait for admissions started by `start_admission`, then one commit for
         all of them, each subject merged once (with `merge=False` not yet: the
-        subjects wait in `unmerged` for `merge_pending`). Returns the results and
-        how many inputs named no subject."""
+        subjects wait in `unmerged` for `merge_pending`). `stranger`: the source
+        (not one the operator named) whose allowance of new records and keys this
+        is charged to. Returns the results and how many inputs named no subject."""
         by_subject: dict[str, tuple[list[Any], list[Any]]] = {}
         unreadable = 0
         for fut in futures:
@@ -261,6 +350,8 @@ class Node:
                 objs, adms = by_subject.setdefault(subject, ([], []))
                 objs.append(light)
                 adms.append(adm)
+        if stranger is not None:
+            self._charge(by_subject, stranger)
         self._check_capacity()
         trusted = self.trusted.merged(self.identity.ring())
         now = self.now()
@@ -279,12 +370,12 @@ class Node:
         return results, unreadable
 
     async def ingest_raw(self, raw: list[bytes], keys: list[Any], *, source: str | None,
-                         origin_peer: str | None = None) -> tuple[list[IngestResult], int]:
+                         origin_peer: str | None = None, stranger: str | None = None) -> tuple[list[IngestResult], int]:
         """Events as their JSON bytes (a gossip message), for whatever subjects
         they name: parsed and admitted in worker processes (both cores; the
         event loop stays free), then one commit, each subject merged once."""
         return await self.apply_admitted(self.start_admission(raw, keys), keys, source=source,
-                                         origin_peer=origin_peer)
+                                         origin_peer=origin_peer, stranger=stranger)
 
     async def merge_pending(self, source: str | None) -> int:
         """Merge every subject a bulk sync stored without merging, each once. The
@@ -371,9 +462,16 @@ class Node:
     async def _after(self, result: IngestResult, origin: str | None) -> None:
         m = self.metrics
         m.admitted.inc(len(result.new_event_ids))
+        reasons: dict[str, int] = {}
         for r in result.rejected:
             m.rejected.labels(reason=r["reason"]).inc()
-            log.warning("rejected event %s", json.dumps({"subject": result.pith_number, "source": result.source, **r}))
+            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
+        source = str(result.source)[:200]
+        if reasons and (held := self._log_limit.allow(source, trio.current_time())) is not None:
+            sample = {k: str(v)[:200] for k, v in result.rejected[0].items()}
+            log.warning("rejected %d event(s) from %s %s (%d line(s) like this held back), e.g. %s",
+                        len(result.rejected), source, json.dumps(reasons, sort_keys=True), held,
+                        json.dumps({"subject": result.pith_number, **sample}))
         if result.new_event_ids or result.rejected:
             self._touched([result.pith_number])
         if result.new_event_ids:

@@ -1,0 +1,228 @@
+"""Hostile peers against real nodes on 127.0.0.1: what one peer may make a node
+send, store, log and compute is bounded (docs/SECURITY.md, "Budgets"), and
+honest nodes keep converging meanwhile, with records full of max-size events."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import trio
+
+from helpers import MIRRORS, REG
+from nodes import connect, get_json, nodes, push, wait_converged
+from pithnode import store as store_mod
+from pithnode.core import canonical_bytes, reconcile
+from pithnode.core.events import MAX_EVENT_BYTES
+from pithnode.node import peer as peer_mod
+from pithnode.synth import SynthMirror, synthetic_subject
+
+
+def max_size_events(pn: str, n: int, signer: SynthMirror = MIRRORS[0]) -> list[dict]:
+    """`n` citations by one signer, chained, each as close to the spec's 262,144-byte cap as it gets."""
+    out: list[dict] = []
+    pad = MAX_EVENT_BYTES - 2_000
+    for i in range(n):
+        at = f"2026-03-01T00:{i // 60:02d}:{i % 60:02d}Z"
+        ev = signer.event(pn, "citation_signature", "citation", {"citing": f"pith:2026:{'A' * 26}", "context": "x" * pad},
+                          at, prev=out[-1]["event_id"] if out else None)
+        size = len(canonical_bytes(ev))
+        ev = signer.event(pn, "citation_signature", "citation",
+                          {"citing": f"pith:2026:{'A' * 26}", "context": "x" * (pad + MAX_EVENT_BYTES - size)},
+                          at, prev=out[-1]["event_id"] if out else None)
+        assert len(canonical_bytes(ev)) == MAX_EVENT_BYTES
+        out.append(ev)
+    return out
+
+
+async def seed(running, n: int, events: int = 8) -> str:
+    pn, evs = synthetic_subject(REG, n, events, MIRRORS)
+    await running.node.ingest_bundle(REG.bundle(pn, evs, keys=MIRRORS), source="test")
+    return pn
+
+
+async def test_gossip_stays_live_with_a_record_full_of_max_size_events(tmp_path: Path):
+    """80 events of 262,144 bytes on one record (21 MB, over the 16 MiB message
+    cap): fetched in pages, pushed in pages, and two gossiping nodes converge."""
+    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c):
+        pn = await seed(a, 7000)
+        big = max_size_events(pn, 80)
+        with trio.fail_after(120):
+            res = await a.node.ingest_events(pn, big, [MIRRORS[0].entry()], source="test")
+            assert len(res.new_event_ids) == 80
+            # pull: b reconciles with a and fetches in answers of at most ANSWER_BYTES
+            fetched, _ = await b.peers.sync_with(a.url)
+            assert fetched == 88 and b.node.store.event_count() == 88
+            # push: a pushes them all to c in messages under the cap
+            sent = await a.peers.push_to(c.url, [e["event_id"] for e in big])
+            assert sent == 80 and c.node.store.known_event_ids([e["event_id"] for e in big]) == {
+                e["event_id"] for e in big}
+            assert a.peers.wire["bytes_out"] < 80 * MAX_EVENT_BYTES * 1.1  # each event sent once
+            # an asker's budget is honoured, and `next` says where the answer stopped
+            ids = [e["event_id"] for e in big[:10]]
+            async with httpx.AsyncClient() as client:
+                r = await client.post(f"{a.url}/peer/v1/events", content=peer_mod.encode(
+                    {"v": 1, "ids": ids, "max_bytes": peer_mod.MIN_ANSWER_BYTES}))
+            answer = msgpack.unpackb(r.content)
+            assert len(answer["events"]) == 4 and answer["next"] == 4
+            # and the gossip loop itself converges a third node that holds nothing
+        async with nodes(tmp_path / "more", 1, gossip_interval=0.5, attest=False) as (d,):
+            d.peers.add_peer(a.url, operator=True)
+            await wait_converged([a, d], [pn.rsplit(":", 1)[-1]], timeout=120)
+
+
+async def test_peer_strings_are_bounded_and_rejections_counted_not_copied(tmp_path: Path, caplog, monkeypatch):
+    """A huge `from` is refused; wrong-hash events are counted per (source, reason)
+    with a few samples, the samples and tallies are capped, and the log gets one
+    line per push at most, not one per event."""
+    monkeypatch.setattr(store_mod, "REJECTION_SAMPLES", 12)
+    monkeypatch.setattr(store_mod, "REJECTION_TALLIES", 3)
+    caplog.set_level(logging.WARNING, logger="pithnode.node")
+    async with nodes(tmp_path, 1, attest=False) as (a,):
+        pn, evs = synthetic_subject(REG, 7100, 4, MIRRORS)
+        bad = [dict(evs[1], event_id="sha256:" + os.urandom(32).hex() + "y" * 5_000) for _ in range(500)]
+        body = {"v": 1, "events": [canonical_bytes(e) for e in bad], "keys": []}
+        async with httpx.AsyncClient(timeout=60) as client:
+            r = await client.post(f"{a.url}/peer/v1/push",
+                                  content=peer_mod.encode({**body, "from": "http://x/" + "a" * 1_000_000}))
+            assert r.status_code == 400 and a.node.store.rejection_tally() == []
+            size = a.node.store.size_bytes()
+            for host in ("h0", "h1", "h2", "h0", "h3"):
+                r = await client.post(f"{a.url}/peer/v1/push",
+                                      content=peer_mod.encode({**body, "from": f"http://{host}.test"}))
+                assert r.status_code == 200 and msgpack.unpackb(r.content)["rejected"] == 500
+        tally = a.node.store.rejection_tally()  # capped at 3: the least recently seen (h1) dropped
+        assert [(t["source"], t["reason"], t["count"]) for t in tally] == [
+            ("peer http://h3.test", "hash_mismatch", 500), ("peer http://h0.test", "hash_mismatch", 1000),
+            ("peer http://h2.test", "hash_mismatch", 500)]
+        samples = a.node.store.rejections(limit=10_000)
+        assert len(samples) == 12 and all(len(s["event_id"]) <= 80 for s in samples)
+        assert a.node.store.size_bytes() - size < 1024 * 1024  # 2,500 rejections of 5 KB ids: not 12 MB
+        lines = [r for r in caplog.records if "rejected" in r.getMessage()]
+        assert 1 <= len(lines) <= 5 and all(len(r.getMessage()) < 2_000 for r in lines)
+
+
+async def test_a_stranger_may_make_us_store_a_bounded_number_of_new_records_and_keys(tmp_path: Path):
+    """Each event on a new record by a new key: past the stranger's allowance they
+    are refused (`quota`, counted), a known signer on a held record still gets in,
+    and adding keys grows the store's key ring in place (not rebuilt per key)."""
+    async with nodes(tmp_path, 1, attest=False, peer_new_records_per_hour=30, peer_new_keys_per_hour=40) as (a,):
+        held = await seed(a, 7200)
+        ring = a.node.store.key_ring()
+        flood, keys = [], []
+        for i in range(200):
+            s = SynthMirror(f"stranger-{i}", f"https://stranger{i}.test")
+            pn, _ = REG.record_created(7300 + i)
+            flood.append(s.citation(pn, "2026-05-01T00:00:00Z", i))
+            keys.append(s.entry())
+        with trio.fail_after(60):
+            r = await push(a.url, flood, keys)
+        counts = msgpack.unpackb(r.content)
+        assert counts["admitted"] == 30 and counts["rejected"] == 170
+        assert a.node.store.subject_count() == 31
+        assert {(t["reason"], t["count"]) for t in a.node.store.rejection_tally()} == {("quota", 170)}
+        assert a.node.store.key_ring() is ring and len(ring) == 2 + 1 + 30  # mirrors, registry, 30 new
+        # on a record it holds, new keys are charged too (10 left of 40), known ones are not
+        more = [SynthMirror(f"late-{i}", f"https://late{i}.test") for i in range(15)]
+        r = await push(a.url, [m.citation(held, "2026-05-02T00:00:00Z", i) for i, m in enumerate(more)]
+                       + [MIRRORS[1].citation(held, "2026-05-03T00:00:00Z", 99)], [m.entry() for m in more])
+        assert msgpack.unpackb(r.content)["admitted"] == 11
+
+
+async def test_operator_peers_keep_their_place_and_strangers_cannot_eclipse_a_node(tmp_path: Path):
+    """70 pushes, each bringing news and naming a junk peer, from one address: they
+    take at most MAX_PEERS_PER_SOURCE places; the operator's peer stays; a real
+    peer pushing afterwards gets in; a learned peer that keeps failing ages out."""
+    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, o):
+        a.peers.add_peer(o.url, operator=True)
+        pn = await seed(a, 7400)
+        for i in range(70):
+            s = SynthMirror(f"eclipse-{i}")
+            body = peer_mod.encode({"v": 1, "from": f"http://127.0.0.1:9/junk{i}",
+                                    "events": [canonical_bytes(s.citation(pn, "2026-05-01T00:00:00Z", i))],
+                                    "keys": [s.entry()]})
+            async with httpx.AsyncClient() as client:
+                r = await client.post(f"{a.url}/peer/v1/push", content=body)
+            assert msgpack.unpackb(r.content)["admitted"] == 1
+        assert o.url in a.peers.peers and a.peers.peers[o.url].operator
+        junk = [u for u in a.peers.peers if "/junk" in u]
+        assert len(junk) <= peer_mod.MAX_PEERS_PER_SOURCE
+        # a push naming nothing new earns no place
+        r = await push(a.url, [], [])
+        # a real peer that brings news gets a place
+        await seed(b, 7401)
+        assert await b.peers.push_to(a.url, sorted(b.node.store.known_event_ids(
+            [e for _, e in b.node.store.event_keys()]))) > 0
+        assert b.url in a.peers.peers and o.url in a.peers.peers
+        # learned peers that keep failing age out; the operator's never do
+        with trio.fail_after(60):
+            for _ in range(peer_mod.PEER_MAX_FAILURES):
+                for url in junk:
+                    if url in a.peers.peers:
+                        await a.peers._guarded(url, a.peers.sync_with)
+        assert not [u for u in a.peers.peers if "/junk" in u] and o.url in a.peers.peers
+
+
+async def test_reconciliation_work_is_charged_to_the_peer_and_done_off_the_event_loop(tmp_path: Path):
+    """Messages of 99,998 wrong fingerprints: the address that sends them gets 429
+    once its CPU budget is spent, while honest health checks are answered."""
+    async with nodes(tmp_path, 1, attest=False, peer_cpu_share=0.01, peer_rate_limit=1000.0) as (a,):
+        for i in range(4):
+            await seed(a, 7500 + i, 400)
+        ranges = [reconcile.Range((1_700_000_000 + i, b""), reconcile.FINGERPRINT, fingerprint=os.urandom(12))
+                  for i in range(99_998)] + [reconcile.Range(reconcile._INF, reconcile.FINGERPRINT,
+                                                             fingerprint=os.urandom(12))]
+        heavy = peer_mod.encode({"v": 1, "msg": reconcile.encode(ranges)})
+        statuses: list[int] = []
+        honest: list[int] = []
+
+        async def attacker() -> None:
+            async with httpx.AsyncClient(timeout=60) as client:
+                for _ in range(40):
+                    statuses.append((await client.post(f"{a.url}/peer/v1/reconcile", content=heavy)).status_code)
+                    if statuses[-1] == 429:
+                        return
+
+        async def checker() -> None:
+            while not statuses or statuses[-1] != 429:
+                with trio.fail_after(20):
+                    status, _ = await get_json(f"{a.url}/healthz")
+                honest.append(status)
+                await trio.sleep(0.1)
+
+        with trio.fail_after(240):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(attacker)
+                nursery.start_soon(checker)
+        assert statuses[-1] == 429 and 200 in statuses and len(statuses) < 40
+        assert honest and set(honest) == {200}
+
+
+async def test_a_peer_teaching_one_fake_id_per_round_is_dropped_by_what_gets_stored(tmp_path: Path, monkeypatch):
+    """Each reply names one more id the peer will not serve and keeps a range open:
+    the sync fetches after MAX_IDLE_ROUNDS rounds, stores nothing, and stops."""
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        await seed(a, 7600, 20)
+        honest = a.peers.handle
+
+        async def liar(kind: str, body: bytes, client: str) -> bytes:
+            if kind != "reconcile":
+                return await honest(kind, body, client)
+            fake = reconcile.Range((1_800_000_000, b""), reconcile.FULL, ids=[os.urandom(32)])
+            rest = reconcile.Range(reconcile._INF, reconcile.FINGERPRINT, fingerprint=os.urandom(reconcile.FP_BYTES))
+            return peer_mod.encode({"v": 1, "msg": reconcile.encode([fake, rest])})
+
+        monkeypatch.setattr(a.peers, "handle", liar)
+        with trio.fail_after(120):
+            assert await b.peers.sync_with(a.url) == (0, 0)
+        assert b.peers.wire["requests"] <= peer_mod.MAX_IDLE_ROUNDS + 4
+
+
+def test_the_store_has_a_size_cap_by_default():
+    from pithnode.config import Config
+
+    assert Config().max_store_bytes == 32 * 1024**3
