@@ -425,10 +425,13 @@ _READERS = threading.local()  # a read-only store connection per worker thread o
 
 
 def _reader(db_path: str) -> Store:
-    readers = _READERS.__dict__.setdefault("by_path", {})
-    if db_path not in readers:
-        readers[db_path] = Store(db_path, readonly=True)
-    return readers[db_path]
+    """The store at `db_path`, read-only, kept open (one at a time: a node has one)."""
+    reader = getattr(_READERS, "store", None)
+    if reader is None or reader.path != db_path:
+        if reader is not None:
+            reader.close()
+        reader = _READERS.store = Store(db_path, readonly=True)
+    return reader
 
 
 def admit_raw(raw: list[bytes], key_entries: list[dict[str, Any]], max_bytes: int, db_path: str | None = None,

@@ -243,10 +243,7 @@ def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, gener
     # from what we hold, read through indexes (no record's state is parsed):
     # sources that answered, then mirror_hint events
     learned = [(base, base, "mirror") for base in _source_bases(store)]
-    for body in store.event_bodies_of_type("mirror_hint"):
-        p = json.loads(body).get("payload")
-        if isinstance(p, dict) and isinstance(p.get("base_url"), str) and p["base_url"].startswith(("http://", "https://")):
-            learned.append((p["base_url"].rstrip("/"), str(p.get("name") or p["base_url"]), "mirror"))
+    learned += [(base, name, "mirror") for base, name in store.mirror_hint_bases().items()]
     for base, name, status in learned:
         if base not in seen:
             seen.add(base)

@@ -6,10 +6,8 @@ the node honest against the registry and plain mirrors that do not gossip.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -149,11 +147,5 @@ class Poller:
 
 def mirror_base_urls(node: Node) -> list[str]:
     """Base URLs named by the mirror_hint events we hold (for discovery): read
-    through an index, not by parsing every record's state."""
-    out = []
-    for body in node.store.event_bodies_of_type("mirror_hint"):
-        payload = json.loads(body).get("payload")
-        base = payload.get("base_url") if isinstance(payload, dict) else None
-        if isinstance(base, str) and re.match(r"https?://", base):
-            out.append(base.rstrip("/"))
-    return list(dict.fromkeys(out))
+    through an index, each hint parsed once (see `Store.mirror_hint_bases`)."""
+    return list(node.store.mirror_hint_bases())
