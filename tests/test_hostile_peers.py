@@ -67,8 +67,13 @@ async def test_gossip_stays_live_with_a_record_full_of_max_size_events(tmp_path:
             async with httpx.AsyncClient() as client:
                 r = await client.post(f"{a.url}/peer/v1/events", content=peer_mod.encode(
                     {"v": 1, "ids": ids, "max_bytes": peer_mod.MIN_ANSWER_BYTES}))
-            answer = msgpack.unpackb(r.content)
-            assert len(answer["events"]) == 4 and answer["next"] == 4
+                answer = msgpack.unpackb(r.content)
+                assert len(answer["events"]) == 4 and answer["next"] == 4
+                # an asker that says nothing (an older node) gets ANSWER_BYTES' worth, never 21 MB
+                r = await client.post(f"{a.url}/peer/v1/events", content=peer_mod.encode(
+                    {"v": 1, "ids": [e["event_id"] for e in big]}))
+                answer = msgpack.unpackb(r.content)
+                assert len(answer["events"]) == 32 and answer["next"] == 32 and len(r.content) < 9 * 1024 * 1024
             # and the gossip loop itself converges a third node that holds nothing
         async with nodes(tmp_path / "more", 1, gossip_interval=0.5, attest=False) as (d,):
             d.peers.add_peer(a.url, operator=True)
