@@ -48,6 +48,7 @@ log = logging.getLogger("pithnode.node")
 FRESH_CHECK = 0.1
 CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
 MERGE_CHUNK = 200  # subjects merged per commit by `merge_pending`
+INLINE_MERGES = 16  # records a batch merges inside its own commit; more are merged as a bulk sync's are
 MERGE_EVENTS = 20_000  # and at most about this many events (bounded memory with a large subject)
 UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
 ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
@@ -304,7 +305,7 @@ class Node:
         """Start parsing and admitting events (their JSON bytes) in the worker
         processes, without waiting: a caller can fetch more meanwhile. The workers
         get the message's keys and ours; they read other stored keys from the store."""
-        entries = self.trusted.merged(self.identity.ring()).merged(KeyRing.from_entries(keys)).entries()
+        entries = self.trusted.merged(self.identity.ring()).entries() + keys  # the workers check the message's
         return in_workers(admit_raw, raw, entries, MAX_EVENT_BYTES, self.store.path, min_chunk=POOL_MIN_BATCH,
                           chunks_per_worker=2)
 
@@ -355,18 +356,31 @@ class Node:
         self._check_capacity()
         trusted = self.trusted.merged(self.identity.ring())
         now = self.now()
-        with self.store.transaction():
-            ring = ingest_ring(self.store, trusted, keys)
-            results = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
-                                     registry=self.registry, now=now, admissions=adms, quotas=self.quotas,
-                                     merge=merge, ring=ring)
-                       for pn, (objs, adms) in by_subject.items()]
-            pending = {r.pith_number for r in results if r.merge_pending}
-            if pending and not self.unmerged:  # a crash before `merge_pending` ends is repaired at start
-                self.store.set_meta(UNMERGED_META, "1")
-        self.unmerged |= pending
-        for result in results:
-            await self._after(result, origin=origin_peer)
+        # many records at once (a push of new records): merged in the workers after the
+        # commit, a chunk per commit, not all inline in this one transaction on the event loop
+        inline = merge and len(by_subject) <= INLINE_MERGES
+        items = list(by_subject.items())
+        ring = ingest_ring(self.store, trusted, keys)
+        results: list[IngestResult] = []
+        try:
+            for start in range(0, len(items), MERGE_CHUNK):  # a commit per chunk of records, the loop let go between
+                if start:
+                    await trio.sleep(0)
+                with self.store.transaction():
+                    done = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
+                                          registry=self.registry, now=now, admissions=adms, quotas=self.quotas,
+                                          merge=inline, ring=ring)
+                            for pn, (objs, adms) in items[start : start + MERGE_CHUNK]]
+                    pending = {r.pith_number for r in done if r.merge_pending}
+                    if pending and not self.unmerged:  # a crash before `merge_pending` ends is repaired at start
+                        self.store.set_meta(UNMERGED_META, "1")
+                self.unmerged |= pending
+                results += done
+        finally:  # what was committed is counted, shown and passed on even if a later chunk failed
+            for result in results:
+                await self._after(result, origin=origin_peer)
+        if merge and not inline:
+            await self.merge_pending(source)
         return results, unreadable
 
     async def ingest_raw(self, raw: list[bytes], keys: list[Any], *, source: str | None,
