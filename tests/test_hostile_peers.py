@@ -109,6 +109,14 @@ async def test_peer_strings_are_bounded_and_rejections_counted_not_copied(tmp_pa
         assert a.node.store.size_bytes() - size < 1024 * 1024  # 2,500 rejections of 5 KB ids: not 12 MB
         lines = [r for r in caplog.records if "rejected" in r.getMessage()]
         assert 1 <= len(lines) <= 5 and all(len(r.getMessage()) < 2_000 for r in lines)
+        # a push naming itself anew each time still cannot make a line each
+        async with httpx.AsyncClient(timeout=60) as client:
+            for i in range(40):
+                r = await client.post(f"{a.url}/peer/v1/push", content=peer_mod.encode(
+                    {"v": 1, "events": body["events"][:2], "keys": [], "from": f"http://new{i}.test"}))
+                assert r.status_code == 200
+        lines = [r for r in caplog.records if "rejected" in r.getMessage()]
+        assert len(lines) <= 5 + 20
 
 
 async def test_a_stranger_may_make_us_store_a_bounded_number_of_new_records_and_keys(tmp_path: Path):

@@ -20,6 +20,7 @@ round trip; d missing events cost O(d) (see core/reconcile.py).
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 import random
@@ -70,6 +71,16 @@ class PeerError(Exception):
 # What a peer (or the network to it) can make an exchange fail with; our own
 # store's faults (StoreError) are not among them.
 PEER_FAULTS = (FetchError, PeerError, ReconcileError, httpx.HTTPError, trio.TooSlowError, OSError)
+
+
+def source_of(address: str) -> str:
+    """Whom a client address's budgets and peer places are charged to: the
+    address, or for IPv6 its /64 (one host is commonly given a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address[:100]
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 def encode(obj: Any) -> bytes:
@@ -223,7 +234,7 @@ class PeerService:
         from .server import HttpError
 
         m = self.node.metrics
-        address = client.rsplit(":", 1)[0]
+        address = source_of(client.rsplit(":", 1)[0])
         try:
             msg = decode(body, self.max_message_bytes)
             if kind == "reconcile":

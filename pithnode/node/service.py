@@ -122,21 +122,25 @@ class Budget:
 
 
 class LogLimiter:
-    """At most one log line per key per `interval` seconds; the lines held back are
-    counted and said in the next one (a hostile peer cannot grow the log by the
-    number of events it sends)."""
+    """At most one log line per key per `interval` seconds, and `lines` in all per
+    interval; the lines held back are counted and said in the next one for their
+    key (a hostile peer cannot grow the log by the number of events it sends,
+    nor by naming itself anew in every push)."""
 
-    def __init__(self, interval: float = 10.0, keys: int = 1024):
-        self.interval, self.keys = interval, keys
+    def __init__(self, interval: float = 10.0, lines: int = 20, keys: int = 1024):
+        self.interval, self.lines, self.keys = interval, lines, keys
         self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (last logged, held back)
+        self._window = (-interval, 0)  # (start, lines logged in it)
 
     def allow(self, key: str, now: float) -> int | None:
         """None: hold this line back; else how many were held back since the last one."""
         last, held = self._seen.pop(key, (-self.interval, 0))
-        if now - last < self.interval:
+        start, logged = self._window if now - self._window[0] < self.interval else (now, 0)
+        if now - last < self.interval or logged >= self.lines:
             self._seen[key] = (last, held + 1)
             return None
         self._seen[key] = (now, 0)
+        self._window = (start, logged + 1)
         while len(self._seen) > self.keys:
             self._seen.popitem(last=False)
         return held
