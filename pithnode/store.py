@@ -265,8 +265,9 @@ MIGRATIONS: list[str] = [
 REJECTION_SAMPLES = 10_000
 SAMPLES_PER_BATCH = 5  # sample rows per (source, reason) per batch
 REJECTION_TALLIES = 10_000
-MAX_HINT_BASES = 10_000  # mirrors learned from mirror_hint events
 _CUT = {"subject": 100, "event_id": 80, "reason": 40, "detail": 300, "source": 300}
+MAX_HINT_BASES = 10_000  # mirrors learned from mirror_hint events
+MAX_KEY_ID = 200  # a key entry's key_id longer than this is not stored (the key is, named key-<fingerprint>)
 
 
 class StoreError(Exception):
@@ -504,15 +505,17 @@ class Store:
         held = self.key_ring()
         for fp in fingerprints:
             if fp in ring and fp not in held:
+                key_id = ring.key_id(fp)
+                key_id = key_id if key_id is not None and len(key_id) <= MAX_KEY_ID else None  # a peer's label
                 self.db.execute(
                     "INSERT OR IGNORE INTO keys(fingerprint, raw, key_id, first_seen) VALUES (?,?,?,?)",
-                    (fp, ring[fp], ring.key_id(fp), at),
+                    (fp, ring[fp], key_id, at),
                 )
                 if self.db.changes():
                     new += 1
                     # grown in place, not dropped: re-reading (and re-hashing) every stored key
                     # after each new one made a push of n fresh keys cost O(n * keys held)
-                    held.add_raw(ring[fp], ring.key_id(fp))
+                    held.add_raw(ring[fp], key_id)
         return new
 
     def key(self, fingerprint: str) -> tuple[bytes, str | None] | None:

@@ -117,6 +117,12 @@ async def test_peer_strings_are_bounded_and_rejections_counted_not_copied(tmp_pa
                 assert r.status_code == 200
         lines = [r for r in caplog.records if "rejected" in r.getMessage()]
         assert len(lines) <= 5 + 20
+        # a key entry's label is the peer's to choose: a huge one is not stored (the key is)
+        signer = SynthMirror("long-label")
+        r = await push(a.url, [signer.citation(pn, "2026-05-01T00:00:00Z", 1)],
+                       [dict(signer.entry(), key_id="k" * 100_000)])
+        assert msgpack.unpackb(r.content)["admitted"] == 1
+        assert a.node.store.key(signer.fingerprint) == (signer.raw, None)
 
 
 async def test_a_stranger_may_make_us_store_a_bounded_number_of_new_records_and_keys(tmp_path: Path):
