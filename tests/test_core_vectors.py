@@ -72,8 +72,8 @@ def flip_b64(signature_b64: str, byte: int = 0) -> str:
 
 # --- conformance vectors ---
 
-def test_there_are_twelve_vectors():
-    assert len(VECTORS) == 12
+def test_there_are_twenty_one_vectors():
+    assert [p.name[:2] for p in VECTORS] == [f"{i:02d}" for i in range(1, 22)]
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])
@@ -459,3 +459,78 @@ def test_admission_keeps_exactly_the_canonical_bytes(payload: dict[str, Any]) ->
     event = sign_event(m, body, signed_at='odd "signed_at" ü')
     adm = admit(event, c.subject, c.ring)
     assert adm.admitted and adm.body == cj(event) == canonical_bytes(event)
+
+
+# --- the spec's pinned rules, each exactly as written ---
+
+# Every example the spec gives (2.2, HTTP URL), and the edges of each part of its pattern.
+URLS = [
+    ("http://h.test", True), ("https://h.test/", True), ("http://[::1]:80/x", True), ("https://h.test:99999/ü", True),
+    ("https://h.test?q=1#f", True), ("https://h.test#", True), ("http://a.b-c_d~e:1", True),
+    ("https://[2001:DB8::1]/", True), ("https://h.test:12345", True),
+    ("HTTPS://h.test", False), (" https://h.test", False), ("\x01https://h.test", False), ("https://h.test\t", False),
+    ("https://h.\ttest/", False), ("https://h.test/\n", False), ("https://h.test\n", False), ("https://", False),
+    ("https:///p", False), ("http://:80/", False), ("https://user@h.test", False), ("https://münchen.test/", False),
+    ("https://h.test/a b", False), ("https://h.test/\x7f", False), ("https://h.test:123456", False),
+    ("https://h.test:", False), ("ftp://h.test", False), ("https:h.test", False), ("https://h.test\\x", False),
+    ("https://[]/", False), ("https://[::1", False), ("https://[::g]/", False), ("https://h.test/ü\u2028", True),
+    ("https://h.test/\u00a0", True), ("https://h\u0661.test", False), ("https://h.test:\u0661\u0662", False), (None, False),
+]
+
+
+@pytest.mark.parametrize("url,ok", URLS, ids=[repr(u) for u, _ in URLS])
+def test_http_url_rule_is_the_spec_pattern(url: Any, ok: bool) -> None:
+    from pithnode.core.merge import _payload_ok
+
+    assert _payload_ok("mirror_hint", {"mirror_type": "https", "base_url": url}) is ok
+    stored = {"kind": "canonical_record", "sha256": "a" * 64}
+    assert _payload_ok("storage_attestation", {"stored": stored, "location": url}) is ok
+
+
+@pytest.mark.parametrize("text,raw", [
+    ("AAAA", b"\0\0\0"), ("AA==", b"\0"), ("AB==", b"\0"), ("AAA=", b"\0\0"), ("", b""), ("+/+/", b"\xfb\xff\xbf"),
+    ("AAAA====", None), ("AA=", None), ("AAA", None), ("AA==AA==", None), ("A===", None), ("AAAA\n", None),
+    (" AAAA", None), ("AA-_", None), ("====", None), ("AA=A", None), ("\u0661AAA", None), (b"AAAA", None),
+])
+def test_strict_base64_is_the_spec_alphabet_and_padding(text: Any, raw: bytes | None) -> None:
+    from pithnode.core.keys import b64decode_strict
+
+    assert b64decode_strict(text) == raw
+
+
+def _entry(raw: bytes, **members: Any) -> dict[str, Any]:
+    return {"algorithm": "ed25519", "fingerprint_sha256_hex": fingerprint_hex(raw), **members}
+
+
+def test_key_ring_entries_follow_the_spec_rule() -> None:
+    from pithnode.core.keys import key_from_entry
+
+    raw = bytes(range(32))
+    b64 = base64.b64encode(raw).decode()
+    fp = fingerprint_hex(raw)
+    used = [
+        _entry(raw, public_key_b64=b64),
+        _entry(raw, public_key_hex=raw.hex()),
+        _entry(raw, public_key_b64="!", public_key_hex=raw.hex()),  # not strict base64: the hex is read
+        _entry(raw, public_key_b64=b64 + "=", public_key_hex=raw.hex()),  # excess padding is not strict base64
+        {"public_key_b64": b64},  # no claimed fingerprint, no algorithm: named by its key
+    ]
+    for e in used:
+        assert key_from_entry(e) == (fp, raw), e
+    ignored = [
+        _entry(raw, public_key_hex=raw.hex().upper()),
+        _entry(raw, public_key_hex=" ".join(raw.hex()[i:i + 8] for i in range(0, 64, 8))),
+        _entry(raw, public_key_hex=raw.hex() + "\n"),
+        _entry(raw, public_key_b64=b64 + "=="),
+        _entry(raw, public_key_b64=base64.urlsafe_b64encode(raw).decode().replace("A", "_")),
+        _entry(raw, public_key_b64=base64.b64encode(raw[:16]).decode(), public_key_hex=raw.hex()),  # strict, not 32 bytes
+        {**_entry(raw, public_key_b64=b64), "algorithm": "Ed25519"},
+        {**_entry(raw, public_key_b64=b64), "fingerprint_sha256_hex": fp.upper()},
+        {**_entry(raw, public_key_b64=b64), "fingerprint_sha256_hex": None},
+        [b64], b64, None,
+    ]
+    for e in ignored:
+        assert key_from_entry(e) is None, e
+    ring = KeyRing.from_entries(ignored + used)
+    assert list(ring) == [fp]
+

@@ -9,12 +9,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
+
+from .ids import is_hex64
 
 # The real registry key (PROTOCOL.md part 1), trusted by default.
 REGISTRY_KEY_ID = "pith-v1-2026-05"
@@ -32,14 +35,18 @@ def fingerprint_b32(raw: bytes) -> str:
     return base64.b32encode(hashlib.sha256(raw).digest()).decode("ascii")[:26]
 
 
+# Strict base64 (PROTOCOL.md part 1), as a full-match ASCII pattern: the
+# standard alphabet in groups of four, the last padded with exactly the `=` it
+# needs. base64.b64decode(validate=True) also takes excess padding ("AAAA====").
+_B64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.ASCII)
+
+
 def b64decode_strict(text: object) -> bytes | None:
-    """Standard base64 with validation, or None for anything else."""
-    if type(text) is not str:
+    """The bytes of strict base64, or None for anything else. The unused low
+    bits of the last character are not checked (the spec says so)."""
+    if type(text) is not str or _B64_RE.fullmatch(text) is None:
         return None
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    return binascii.a2b_base64(text)
 
 
 def verify_signature(key: VerifyKey, message: bytes, signature_b64: object) -> bool:
@@ -73,19 +80,20 @@ def public_key_entry(raw: bytes, key_id: str, **extra: Any) -> dict[str, Any]:
 
 
 def key_from_entry(entry: object) -> tuple[str, bytes] | None:
-    """(fingerprint, raw) of a `public_keys` entry whose key hashes to its
-    claimed fingerprint, else None. An entry without a claimed fingerprint is
-    named by the fingerprint of its key."""
-    if not isinstance(entry, dict):
+    """(fingerprint, raw) of a `public_keys` entry the spec's key ring rule
+    uses (PROTOCOL.md part 1), else None: the key is strict base64
+    `public_key_b64` or, when that is absent or not strict base64, 64
+    lowercase hex `public_key_hex`; a claimed fingerprint must be the key's.
+    An entry without a claimed fingerprint is named by its key's."""
+    if type(entry) is not dict:
         return None
     if entry.get("algorithm", "ed25519") != "ed25519":
         return None
     raw = b64decode_strict(entry.get("public_key_b64"))
-    if raw is None and type(entry.get("public_key_hex")) is str:
-        try:
-            raw = bytes.fromhex(entry["public_key_hex"])
-        except ValueError:
-            raw = None
+    if raw is None:
+        hex_key = entry.get("public_key_hex")
+        if is_hex64(hex_key):
+            raw = bytes.fromhex(hex_key)  # type: ignore[arg-type]
     if raw is None or len(raw) != 32:
         return None
     fp = fingerprint_hex(raw)
