@@ -7,7 +7,6 @@ with the re-merged state of its subject and the reports it gives rise to.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import deque
@@ -162,7 +161,7 @@ def merged_state(state: dict[str, Any], state_bytes: bytes) -> MergedState:
 
 def merge_bodies(pith_number: str, bodies: Iterable[bytes], ring: KeyRing, registry: frozenset[str]) -> MergedState:
     """Merge a subject from its stored bodies (packed or not). Pure CPU."""
-    return merged_state(*merge_document(pith_number, [json.loads(unpack(b)) for b in bodies], ring, registry))
+    return merged_state(*merge_document(pith_number, [parse_json(unpack(b)) for b in bodies], ring, registry))
 
 
 def merge_batch(jobs: list[tuple[str, list[bytes]]], key_entries: list[dict[str, Any]],

@@ -16,7 +16,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pithnode.core import CanonicalError, admit, canonical_hash, merge, merge_document
-from pithnode.core.canonical import canonical_hash_chunked
 from strategies import (
     TARGETS,
     cast,
@@ -268,15 +267,9 @@ _json = st.recursive(
 
 
 @settings(max_examples=scaled(3))
-@given(_json, st.integers(1, 4), st.integers(0, 4))
-def test_the_chunked_hash_is_the_canonical_hash(value, chunk, depth):  # type: ignore[no-untyped-def]
-    assert canonical_hash_chunked(value, chunk=chunk, depth=depth) == h(value) == canonical_hash(value)
-
-
-@given(histories(max_size=8))
-def test_a_state_hashes_alike_whole_or_chunked(events):  # type: ignore[no-untyped-def]
-    rest = {k: v for k, v in merge_of(admitted(events)).items() if k != "state_sha256"}
-    assert {canonical_hash_chunked(rest, chunk=c) for c in (1, 2, 64)} == {h(rest)}
+@given(_json)
+def test_the_canonical_hash_is_the_spec_hash(value):  # type: ignore[no-untyped-def]
+    assert canonical_hash(value) == h(value)
 
 
 @given(histories(max_size=8), st.lists(garbage, max_size=3))
@@ -289,10 +282,8 @@ def test_the_merge_document_is_the_state_serialized_once(events, junk):  # type:
     assert state == merge_of(ok) and document == cj(state)
 
 
-def test_the_chunked_hash_refuses_what_has_no_canonical_form():
+def test_the_canonical_hash_refuses_what_has_no_canonical_form():
     for bad in ({"a": ["\ud800"] * 3}, ["x", "\udfff"], "\ud800"):
-        with pytest.raises(CanonicalError):
-            canonical_hash_chunked(bad, chunk=1)
         with pytest.raises(CanonicalError):
             canonical_hash(bad)
 
@@ -301,7 +292,7 @@ def test_a_large_state_is_hashed_exactly():
     from pithnode.synth import synthetic_subject
 
     c = cast()
-    pn, events = synthetic_subject(c.registry, 77, 700, list(c.mirrors))  # over the size hashed piecewise
+    pn, events = synthetic_subject(c.registry, 77, 700, list(c.mirrors))
     state = merge(pn, events, c.ring, c.registry_fps)
     assert state["event_count"] == 700 and len(state["current"]["citation_signatures"]) > 64
     assert state["state_sha256"] == h({k: v for k, v in state.items() if k != "state_sha256"})

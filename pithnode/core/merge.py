@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 from typing import Any, Final
 
-from .canonical import canonical_bytes, canonical_hash, canonical_hash_chunked, sha256_hex
+from .canonical import canonical_bytes, canonical_hash, sha256_hex
 from .events import identity_of
 from .ids import is_hex64
 from .keys import KeyRing
@@ -187,9 +187,7 @@ def merge(
 ) -> dict[str, Any]:
     """The merged state of `subject` from its admitted events."""
     state = _unhashed_state(subject, events, keys, registry)
-    # A large state is hashed piecewise (faster: the pieces stay in the CPU
-    # caches), a small one whole (fewer calls). Both give H(state) exactly.
-    state["state_sha256"] = (canonical_hash_chunked if state["event_count"] > 256 else canonical_hash)(state)
+    state["state_sha256"] = canonical_hash(state)
     return state
 
 
