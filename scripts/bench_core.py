@@ -23,7 +23,17 @@ Targets (printed PASS/FAIL; the exit status is 1 when one fails):
   merge time per event <= 0.3 x verify time per event
   merge(10,000-event subject) <= 12 x merge(1,000-event subject)
 
+`--steps` times admission and the merge one step at a time instead (us per
+event, best of `--runs`): parse, shape checks, CJ of the content and of the
+event, hash, verify, and for the merge the parse of stored bodies and
+`merge_document`. `--against DIR` runs it alternately (`--rounds` times each)
+on this tree's code and on the `pithnode` package found in DIR (say, a `git
+worktree` of the code before a change), each in its own process, and prints
+both side by side, best of all rounds, with their ratio: load from elsewhere
+hits both sides alike.
+
     python scripts/bench_core.py [--events 20000] [--subjects 200] [--json]
+    python scripts/bench_core.py --steps [--against DIR --rounds 3] [--events 4000]
 """
 
 from __future__ import annotations
@@ -34,9 +44,11 @@ import gc
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import nacl
@@ -95,15 +107,110 @@ def throughput(n_events: int, n_subjects: int, runs: int, reg: SynthRegistry, mi
     return n, t_sign, t_verify, t_admit, t_merge
 
 
+def steps(n_events: int, n_subjects: int, runs: int) -> dict[str, float]:
+    """us per event of each step of admission and of the merge, timed one at a time."""
+    from pithnode.core import canonical, canonical_bytes, merge_document, parse_json, sha256_hex
+    from pithnode.core.events import content_of, malformed_reason
+
+    # what admission serializes the content with (the fast path's name; before it, canonical_bytes)
+    cj_checked = getattr(canonical, "admissible_bytes", canonical_bytes)
+    reg, mirrors = SynthRegistry(), [SynthMirror("bench-a"), SynthMirror("bench-b")]
+    ring = reg.ring()
+    for m in mirrors:
+        ring.add_raw(m.raw, m.key_id)
+    registry = frozenset({reg.fingerprint})
+    per = max(2, n_events // n_subjects)
+    subjects = [synthetic_subject(reg, 30_000 + i, per, mirrors) for i in range(n_subjects)]
+    wire = [(pn, canonical_bytes(e)) for pn, evs in subjects for e in evs]  # events as they arrive
+    n = len(wire)
+    events = [(pn, parse_json(b)) for pn, b in wire]
+    contents = [content_of(e) for _, e in events]
+    content_bytes = [cj_checked(c) for c in contents]
+    vks = {s.fingerprint: VerifyKey(s.raw) for s in (reg, *mirrors)}
+    sigs = [(vks[e["signer"]["public_key_fingerprint"]], bytes.fromhex(e["content_sha256"]),
+             base64.b64decode(e["signature"]["signature_b64"])) for _, e in events]
+    stored = [[b for _, b in wire[i * per:(i + 1) * per]] for i in range(n_subjects)]
+    pns = [pn for pn, _ in subjects]
+    parsed_subjects = [[parse_json(b) for b in bodies] for bodies in stored]
+
+    def verify_all() -> None:
+        for vk, msg, sig in sigs:
+            vk.verify(msg, sig)
+
+    def admit_all() -> None:
+        for pn, e in events:
+            admit(e, pn, ring)
+
+    table: dict[str, Callable[[], Any]] = {
+        "parse event": lambda: [parse_json(b) for _, b in wire],
+        "shape checks (malformed_reason)": lambda: [malformed_reason(e) for _, e in events],
+        "CJ of the content": lambda: [cj_checked(c) for c in contents],
+        "CJ of the event": lambda: [cj_checked(e) for _, e in events],
+        "sha256 of the content": lambda: [sha256_hex(c) for c in content_bytes],
+        "Ed25519 verify": verify_all,
+        "admit (all of the above but parse)": admit_all,
+        "merge: parse stored bodies": lambda: [[parse_json(b) for b in bodies] for bodies in stored],
+        "merge: merge_document": lambda: [merge_document(pn, evs, ring, registry)
+                                          for pn, evs in zip(pns, parsed_subjects)],
+    }
+    best = {name: float("inf") for name in table}
+    for _ in range(runs):
+        for name, fn in table.items():
+            best[name] = min(best[name], timed(fn))
+    out = {name: t / n * 1e6 for name, t in best.items()}
+    out["merge: per event (parse + merge_document)"] = (out["merge: parse stored bodies"]
+                                                        + out["merge: merge_document"])
+    return out
+
+
+def against(args: argparse.Namespace) -> int:
+    """`--steps` on this tree's code and on DIR's, alternately, each in a fresh process."""
+    here = str(Path(__file__).resolve().parent.parent)
+    cmd = [sys.executable, __file__, "--steps", "--json", "--events", str(args.events), "--subjects",
+           str(args.subjects), "--runs", str(args.runs)]
+    sides: dict[str, list[dict[str, float]]] = {"now": [], "before": []}
+    for r in range(args.rounds):
+        for side, path in (("before", args.against), ("now", here)):
+            print(f"round {r + 1}/{args.rounds}: {side}...", file=sys.stderr)
+            env = {**os.environ, "PYTHONPATH": path}
+            sides[side].append(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True).stdout))
+    best = {side: {k: min(run[k] for run in runs) for k in runs[0]} for side, runs in sides.items()}
+    rows = [{"step": k, "before_us": round(best["before"][k], 2), "now_us": round(best["now"][k], 2),
+             "now_over_before": round(best["now"][k] / best["before"][k], 3)} for k in best["now"]]
+    if args.json:
+        print(json.dumps({"events": args.events, "subjects": args.subjects, "rounds": args.rounds, "steps": rows},
+                         indent=2))
+    else:
+        print(f"us per event, best of {args.rounds} alternating rounds x {args.runs} runs "
+              f"({args.events} events over {args.subjects} subjects; before = {args.against})")
+        print(f"  {'step':45} {'before':>8} {'now':>8} {'now/before':>10}")
+        for row in rows:
+            print(f"  {row['step']:45} {row['before_us']:8.2f} {row['now_us']:8.2f} {row['now_over_before']:10.2f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20_000, help="events to sign (default 20000)")
     ap.add_argument("--subjects", type=int, default=200, help="subjects they are spread over (default 200)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each measurement; the best counts (default 3)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--steps", action="store_true", help="time each step of admission and the merge")
+    ap.add_argument("--against", metavar="DIR", help="with --steps: compare with the pithnode package in DIR")
+    ap.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds (default 3)")
     args = ap.parse_args()
     if args.events < args.subjects or args.subjects < 1:
         ap.error("need at least one event per subject")
+    if args.against:
+        return against(args)
+    if args.steps:
+        out = steps(args.events, args.subjects, args.runs)
+        if args.json:
+            print(json.dumps(out))
+        else:
+            for name, us in out.items():
+                print(f"  {name:45} {us:8.2f} us/event")
+        return 0
 
     reg, mirrors = SynthRegistry(), [SynthMirror("bench-a"), SynthMirror("bench-b")]
     ring = reg.ring()

@@ -13,7 +13,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from json.encoder import encode_basestring as _encode_str  # what CJ writes for a string (ensure_ascii=False)
 from typing import Any, Final
 
 from nacl.signing import SigningKey
@@ -103,38 +102,6 @@ def content_of(event: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in event.items() if k not in UNHASHED_FIELDS}
 
 
-_CONTENT_HEAD: Final = b'{"created_at":"'
-_AFTER_CREATED_AT: Final = len(_CONTENT_HEAD) + 21  # its 20-character value and closing quote
-_SIGNER_MEMBER: Final = b',"signer":{"key_id":'
-
-
-def event_bytes(event: Mapping[str, Any], content_bytes: bytes) -> bytes:
-    """CJ(event) of a well-formed event (`malformed_reason` None), given CJ of
-    its content: the three unhashed members are spliced into place instead of
-    serializing the whole event again. Byte for byte equal to
-    `canonical_bytes(event)`.
-
-    In key order the members run content_sha256, created_at, event_id,
-    event_type, ..., schema_version, signature, signer, ... CJ(content) opens
-    with created_at, whose value is exactly 20 ASCII characters; its top-level
-    signer member is the last `,"signer":{"key_id":` in it, since all that
-    follows holds only strings and lists of strings, in which a raw quote
-    cannot occur. Anything else falls back to a full serialization."""
-    j = content_bytes.rfind(_SIGNER_MEMBER)
-    k = _AFTER_CREATED_AT
-    if j < 0 or not content_bytes.startswith(_CONTENT_HEAD) or content_bytes[k:k + 14] != b',"event_type":':
-        return admissible_bytes(event)
-    try:
-        return b"".join((
-            b'{"content_sha256":', _encode_str(event["content_sha256"]).encode("utf-8"), b",", content_bytes[1:k],
-            b',"event_id":', _encode_str(event["event_id"]).encode("utf-8"), content_bytes[k:j],
-            b',"signature":', admissible_bytes(event["signature"]), content_bytes[j:],
-        ))
-    except UnicodeEncodeError as exc:  # a lone surrogate cannot be UTF-8
-        raise CanonicalError("string is not valid Unicode (lone surrogate)") from exc
-
-
-
 @dataclass(frozen=True, slots=True)
 class Admission:
     """The outcome for one object: admitted (reason None) or rejected."""
@@ -164,10 +131,10 @@ def admit(obj: object, subject: str, keys: KeyRing) -> Admission:
     assert isinstance(obj, dict)
     try:  # malformed_reason ran check_signable: the event is in the fast path's domain
         content_bytes = admissible_bytes(content_of(obj))
-        body = event_bytes(obj, content_bytes)
+        body = admissible_bytes(obj)
     except CanonicalError as exc:
         return Admission(None, MALFORMED, str(exc))
-    size = len(body)  # = len(CJ(content)) + the three unhashed members, as the spec counts it
+    size = len(body)  # CJ(event), as the spec counts it
     if size > MAX_EVENT_BYTES:
         return Admission(None, TOO_LARGE, f"canonical event is {size} bytes, over {MAX_EVENT_BYTES}")
     digest = sha256_hex(content_bytes)
