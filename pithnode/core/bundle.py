@@ -74,10 +74,9 @@ def check_bundle(bundle: object, trusted: KeyRing, registry: Iterable[str]) -> B
     if not isinstance(bundle, dict):
         return BundleReport(None, problems=["bundle is not a JSON object"])
     pn = bundle.get("pith_number")
-    report = BundleReport(pn if isinstance(pn, str) else None)
-    if report.pith_number is None:
-        report.problems.append("bundle has no pith_number")
-        return report
+    if not isinstance(pn, str):
+        return BundleReport(None, problems=["bundle has no pith_number"])
+    report = BundleReport(pn)
     if bundle.get("bundle_type") != BUNDLE_TYPE:
         report.problems.append(f"bundle_type is not {BUNDLE_TYPE!r}")
     ring = KeyRing()

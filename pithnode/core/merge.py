@@ -111,6 +111,7 @@ def record_problem(event: Event, subject: str, keys: KeyRing, registry: frozense
     problem = receipt_problem(record, p.get("canonical_sha256"), p.get("receipt"), subject, keys, registry)
     if problem is not None:
         return problem
+    assert type(record) is dict  # receipt_problem checked it
     src = record.get("source")
     if type(src) is not dict or type(src.get("version")) is not int or (
         src.get("kind"), src.get("id"), src.get("version")
