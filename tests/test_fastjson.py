@@ -40,9 +40,12 @@ def oracle_parse(data: bytes | str) -> Any:
     def no_constants(name: str) -> Any:
         raise ValueError(name)
 
-    if isinstance(data, bytes):
-        data = data.decode(json.detect_encoding(data), "surrogatepass")
-    return json.loads(data, parse_constant=no_constants)
+    try:
+        if isinstance(data, bytes):
+            data = data.decode(json.detect_encoding(data), "surrogatepass")
+        return json.loads(data, parse_constant=no_constants)
+    except RecursionError as exc:
+        raise ValueError("too deep") from exc
 
 
 def outcome(fn: Any, arg: Any) -> tuple[str, Any]:
@@ -209,3 +212,26 @@ def test_parse_json_reads_what_msgspec_refuses_as_the_definition_does() -> None:
     assert typed(parse_json(b"[18446744073709551616]")) == typed([2**64])
     assert typed(parse_json(b"[1e400]")) == typed([float("inf")])
     assert parse_json(b'["\\ud800"]') == ["\ud800"]
+
+
+@pytest.mark.parametrize("kind", ["list", "dict"])
+def test_parse_json_gives_up_on_nesting_exactly_where_the_definition_does(kind: str) -> None:
+    """Both parsers refuse nesting near Python's recursion limit; msgspec would
+    read a few levels deeper than json.loads if called from the same frame."""
+    def doc(depth: int) -> bytes:
+        return (b"[" * depth + b"]" * depth) if kind == "list" else (b'{"a":' * depth + b"1" + b"}" * depth)
+
+    def reads(parse: Any, data: bytes) -> bool:  # a value, or ValueError (anything else fails the test)
+        try:
+            parse(data)
+            return True
+        except ValueError:
+            return False
+
+    lo, hi = 1, 100_000  # the deepest document the oracle reads, from this call site
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if reads(oracle_parse, doc(mid)) else (lo, mid - 1)
+    assert 100 < lo < 100_000
+    for depth in range(lo - 4, lo + 6):
+        assert reads(parse_json, doc(depth)) == reads(oracle_parse, doc(depth)), depth

@@ -168,7 +168,17 @@ def parse_json(data: bytes | str) -> Any:
     """
     if type(data) is bytes or type(data) is str:
         try:
-            return _fast_decode(data)
+            return _fast_parse(data)
         except Exception:  # noqa: BLE001 - out of the fast domain: the definition decides
             pass
     return stdlib_parse_json(data)
+
+
+def _fast_parse(data: bytes | str, frames: int = 3) -> Any:
+    """msgspec's parse, `frames` + 1 Python frames below `parse_json`. msgspec
+    and json's scanner count nesting against the same recursion budget, and
+    the scanner runs three frames below parse_json (stdlib_parse_json,
+    JSONDecoder.decode, raw_decode): called one deeper still, msgspec gives
+    up on nesting before json would, never after, so a document too deep
+    for the definition is never read by the fast path."""
+    return _fast_parse(data, frames - 1) if frames else _fast_decode(data)
