@@ -6,6 +6,13 @@ in the same run. Target: ingest >= 0.5x bare verify; goal beyond: >= 1.0x
 with the checks in worker processes (one per core).
 
     python scripts/bench_ingest.py [--events 50000] [--per-subject 40] [--json]
+
+`--against DIR` imports the same bundles (checks in workers) alternately with
+this tree's code and with the `pithnode` package in DIR (the code before a
+change), `--rounds` times each, each import in a fresh process, each rate
+over the bare verify rate measured just before it.
+
+    python scripts/bench_ingest.py --against DIR [--rounds 3] [--events 40000]
 """
 
 from __future__ import annotations
@@ -13,6 +20,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import pickle
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,13 +83,53 @@ def run_import(bundles: list[bytes], reg: SynthRegistry, pipelined: bool, worker
     return n / elapsed
 
 
+def against(args: argparse.Namespace) -> int:
+    print(f"signing {args.events} events...", file=sys.stderr)
+    bundles, sigs, _reg = make_bundles(args.events, args.per_subject)
+    here = str(Path(__file__).resolve().parent.parent)
+    ratios: dict[str, list[float]] = {"before": [], "now": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "bundles.pickle"
+        data.write_bytes(pickle.dumps(bundles))
+        for r in range(args.rounds):
+            for side, path in (("before", args.against), ("now", here)):
+                print(f"round {r + 1}/{args.rounds}: {side}...", file=sys.stderr)
+                verify = bare_verify_rate(sigs)
+                out = subprocess.run([sys.executable, __file__, "--child", str(data)], check=True,
+                                     capture_output=True, env={**os.environ, "PYTHONPATH": path}).stdout
+                ratios[side].append(json.loads(out) / verify)
+    mid = {side: sorted(rs)[len(rs) // 2] for side, rs in ratios.items()}
+    if args.json:
+        print(json.dumps({"events": len(sigs), "rounds": args.rounds, "ratios": ratios, "median": mid}, indent=2))
+        return 0
+    print(f"pithnode import of {len(sigs)} events ({len(bundles)} bundles), checks in workers, over bare verify; "
+          f"{args.rounds} alternating rounds; before = {args.against}")
+    for side in ("before", "now"):
+        print(f"  {side:6} {', '.join(f'{x:.3f}' for x in ratios[side])}  (median {mid[side]:.3f})")
+    print(f"  now / before (medians): {mid['now'] / mid['before']:.3f}")
+    return 0
+
+
+def child(path: str) -> int:
+    """One import of the pickled bundles (for --against); prints its rate."""
+    print(json.dumps(run_import(pickle.loads(Path(path).read_bytes()), SynthRegistry(), pipelined=True)))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--per-subject", type=int, default=40)
     ap.add_argument("--workers", type=int, default=None, help="checking processes (default: one per core)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--against", metavar="DIR", help="compare with the pithnode package in DIR, alternately")
+    ap.add_argument("--rounds", type=int, default=3, help="with --against: alternating rounds (default 3)")
+    ap.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args.child)
+    if args.against:
+        return against(args)
     print(f"signing {args.events} events...", file=sys.stderr)
     bundles, sigs, reg = make_bundles(args.events, args.per_subject)
     verify = bare_verify_rate(sigs)
