@@ -58,6 +58,7 @@ class Config:
     peer_new_records_per_hour: int = 2000
     peer_new_keys_per_hour: int = 2000
     peer_cpu_share: float = 0.25  # reconciliation CPU seconds per second per client address (burst 20x)
+    max_connections_per_address: int = 64  # HTTP, per client address but loopback (a proxy in front); 0: none
 
     @property
     def db_path(self) -> Path:

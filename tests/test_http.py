@@ -175,7 +175,7 @@ async def test_a_trickled_request_does_not_reset_the_clock() -> None:
 async def test_a_client_that_never_reads_is_dropped() -> None:
     """Pipelined requests whose responses are never read: the server's send times out and it hangs up,
     so the client's own sends break (without the write deadline both would block forever)."""
-    async with server(Limits(read_timeout=0.5)) as (_, port, _s):
+    async with server(Limits(write_timeout=0.5)) as (_, port, _s):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         async with stream:

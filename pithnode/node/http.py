@@ -1,5 +1,6 @@
-"""The node's HTTP/1.1 server: trio sockets, requests parsed by httptools
-(llhttp, the parser of Node.js).
+"""The node's HTTP/1.1 server: a thin trio driver of `h1.Connection` (the
+sans-IO protocol: parsing by httptools, llhttp, the parser of Node.js) over
+non-blocking sockets, with the deadlines and connection caps.
 
 It replaced hypercorn for a measured reason (docs/PERFORMANCE.md, "Serving"):
 at 64 keep-alive clients hypercorn served ~1,400 requests/s on this machine
@@ -12,138 +13,29 @@ upgrades. Every limit a hostile client could push on is explicit in `Limits`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from email.utils import formatdate
-from functools import partial
-from http import HTTPStatus
-from urllib.parse import unquote
 
-import httptools
 import trio
+
+from .h1 import (
+    NEED_DATA, BodyBudget, Connection, HttpError, Limits, Request, Response, error_body, render_head,
+)
+
+__all__ = ["Handler", "HttpError", "Limits", "Request", "Response", "serve", "open_listeners", "listener_urls",
+           "split_listen"]
 
 log = logging.getLogger("pithnode.http")
 
 RECEIVE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_head_bytes: int = 16 * 1024  # request line + headers
-    max_body_bytes: int = 8 * 1024 * 1024
-    read_timeout: float = 30.0  # a started request must arrive whole within this (slowloris)
-    keep_alive_timeout: float = 15.0  # an idle connection is closed after this
-    max_connections: int = 1024  # more are answered 503 and closed
-    grace: float = 3.0  # on shutdown, requests in flight get this long to finish
-
-
-@dataclass
-class Request:
-    method: str
-    path: str  # percent-decoded
-    query: bytes
-    headers: dict[str, str]  # lower-case names; repeated fields joined with ", "
-    body: bytes
-    client: tuple[str, int]
-
-
-Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class Refused(Exception):
-    """A request the server answers itself, then closes the connection."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-class _Parser:
-    """httptools callbacks gathered into whole requests (pipelined ones queue up)."""
-
-    def __init__(self, limits: Limits, client: tuple[str, int]):
-        self.limits, self.client = limits, client
-        self.parser = httptools.HttpRequestParser(self)
-        self.ready: list[tuple[Request, bool]] = []  # (request, keep-alive)
-        self.in_message = False
-        self.wants_continue = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head = 0
-        self.body: list[bytes] = []
-        self.size = 0
-
-    def feed(self, data: bytes) -> None:
-        """Parse `data`; raises Refused for anything this server does not take."""
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, Refused):
-                raise exc.__context__ from None
-            raise Refused(400, "malformed request") from None
-        except httptools.HttpParserUpgrade:  # the request itself was whole; what follows is not HTTP
-            if self.ready:
-                self.ready[-1] = (self.ready[-1][0], False)
-            else:
-                raise Refused(400, "protocol upgrades are not supported") from None
-        except httptools.HttpParserError as exc:
-            raise Refused(400, f"malformed request: {exc}") from None
-
-    # -- httptools callbacks ---------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self._reset()
-        self.in_message = True
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        self.headers.append((name.lower(), value))
-
-    def _count(self, n: int) -> None:
-        self.head += n
-        if self.head > self.limits.max_head_bytes:
-            raise Refused(431, f"request head over {self.limits.max_head_bytes} bytes")
-
-    def on_headers_complete(self) -> None:
-        for name, value in self.headers:
-            if name == b"content-length" and int(value) > self.limits.max_body_bytes:  # llhttp checked the digits
-                raise Refused(413, f"body over the cap of {self.limits.max_body_bytes} bytes")
-            if name == b"expect" and value.lower() == b"100-continue":
-                self.wants_continue = True
-
-    def on_body(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        if self.size > self.limits.max_body_bytes:
-            raise Refused(413, f"body over the cap of {self.limits.max_body_bytes} bytes")
-        self.body.append(chunk)
-
-    def on_message_complete(self) -> None:
-        path, _, query = self.url.partition(b"?")
-        headers: dict[str, str] = {}
-        for name, value in self.headers:
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        request = Request(self.parser.get_method().decode("ascii"), unquote(path.decode("latin-1")),
-                          query.partition(b"#")[0], headers, b"".join(self.body), self.client)
-        self.ready.append((request, self.parser.should_keep_alive()))
-        self.in_message = self.wants_continue = False
-        self._reset()
-
-
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_ACCEPT_CAPACITY = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _date: tuple[int, bytes] = (0, b"")
 
 
@@ -154,26 +46,6 @@ def _http_date() -> bytes:
     if _date[0] != now:
         _date = (now, formatdate(now, usegmt=True).encode())
     return _date[1]
-
-
-def render(status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, head_only: bool = False,
-           close: bool = False) -> bytes:
-    """A response's bytes. Header names and values come from this program, never from a client."""
-    out = [b"HTTP/1.1 %d %s\r\ndate: %s\r\nserver: pithnode\r\n" % (status, _REASONS.get(status, b""), _http_date())]
-    out.extend(b"%s: %s\r\n" % kv for kv in headers)
-    if status != 304 and status >= 200 and status != 204:
-        out.append(b"content-length: %d\r\n" % len(body))
-    if close:
-        out.append(b"connection: close\r\n")
-    out.append(b"\r\n")
-    if not head_only and status != 304:
-        out.append(body)
-    return b"".join(out)
-
-
-def _error(status: int, message: str) -> bytes:
-    body = b'{"error":"%s"}' % message.replace("\\", "\\\\").replace('"', '\\"').encode("ascii", "replace")
-    return render(status, [(b"content-type", b"application/json")], body, close=True)
 
 
 class _Conn:
@@ -189,22 +61,27 @@ class _Conn:
 
 
 class Server:
-    """Connections of one listening socket set, each served in order by `handler`.
+    """Connections of one listening socket set, each a `h1.Connection` driven over its socket,
+    one request at a time, by `handler`.
 
     Deadlines are kept by one reaper task rather than a cancel scope per read:
     that halves the server's cost per request (docs/PERFORMANCE.md, "Serving")."""
 
     def __init__(self, handler: Handler, limits: Limits):
         self.handler, self.limits = handler, limits
+        self.budget = BodyBudget(limits.max_body_in_flight)
         self.live: set[_Conn] = set()
+        self.per_address: dict[str, int] = {}
         self.busy = 0  # connections with a request in hand
         self.closing = False
         self.drained = trio.Event()
 
     async def reap(self) -> None:
-        """Close connections past their deadline: idle past keep-alive, or a request begun and
-        not whole within `read_timeout` (slowloris: the clock is not reset by each byte)."""
-        every = min(1.0, max(0.05, min(self.limits.read_timeout, self.limits.keep_alive_timeout) / 4))
+        """Close connections past their deadline: idle past keep-alive, a request begun and not
+        whole within `read_timeout` (slowloris: the clock is not reset by each byte, nor by blank
+        lines), or a response not taken within `write_timeout` (a client that does not read)."""
+        every = min(1.0, max(0.05, min(self.limits.read_timeout, self.limits.keep_alive_timeout,
+                                       self.limits.write_timeout) / 4))
         while True:
             await trio.sleep(every)
             now = trio.current_time()
@@ -213,79 +90,113 @@ class Server:
                     conn.timed_out = True
                     conn.scope.cancel()
 
+    async def accept(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        """Accept connections; out of file descriptors (EMFILE...), wait and try again with a
+        growing pause, and say so once (trio's serve_listeners logs a traceback every 0.1 s)."""
+        pause = 0.0
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY:
+                    raise
+                if not pause:
+                    log.error("cannot accept connections: %s; retrying until some close "
+                              "(raise the open-file limit, LimitNOFILE)", os.strerror(exc.errno))
+                pause = min(1.0, max(0.01, pause * 2))
+                await trio.sleep(pause)
+                continue
+            if pause:
+                log.warning("accepting connections again")
+                pause = 0.0
+            nursery.start_soon(self.connection, stream)
+
     async def connection(self, stream: trio.SocketStream) -> None:
         conn = _Conn(trio.current_time() + self.limits.keep_alive_timeout)
+        address = "?"
         self.live.add(conn)
         try:
-            if len(self.live) > self.limits.max_connections or self.closing:
-                with trio.move_on_after(1):
-                    await stream.send_all(_error(503, "too many connections"))
-                return
             try:
                 peer = stream.socket.getpeername()
             except OSError:
                 return
-            p = _Parser(self.limits, ("unix", 0) if isinstance(peer, str) else (str(peer[0]), int(peer[1])))
-            with conn.scope:
-                await self._serve(stream, p, conn)
-            if conn.timed_out and p.in_message:
+            client = ("unix", 0) if isinstance(peer, str) else (str(peer[0]), int(peer[1]))
+            address = client[0]
+            count = self.per_address[address] = self.per_address.get(address, 0) + 1
+            cap = self.limits.max_connections_per_address
+            refused = "too many connections" if len(self.live) > self.limits.max_connections or self.closing \
+                else "too many connections from this address" \
+                if cap and count > cap and address not in self.limits.uncapped_addresses else None
+            if refused:
+                body = error_body(refused)
                 with trio.move_on_after(1):
-                    await stream.send_all(_error(408, "request not received in time"))
+                    await stream.send_all(render_head(503, [(b"content-type", b"application/json"),
+                                                            (b"retry-after", b"5")], len(body), _http_date(),
+                                                      True) + body)
+                return
+            h = Connection(self.limits, client, self.budget)
+            try:
+                with conn.scope:
+                    await self._serve(stream, h, conn)
+                if conn.timed_out and h.in_request:
+                    with trio.move_on_after(1):
+                        await _send(stream.socket.fileno(), h.send_error(
+                            HttpError(408, "request not received in time"), _http_date()))
+            finally:
+                h.release()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
             self.live.discard(conn)
+            if address in self.per_address:
+                self.per_address[address] -= 1
+                if not self.per_address[address]:
+                    del self.per_address[address]
             await _linger_close(stream)
 
-    async def _serve(self, stream: trio.SocketStream, p: _Parser, conn: _Conn) -> None:
+    async def _serve(self, stream: trio.SocketStream, h: Connection, conn: _Conn) -> None:
         fd = stream.socket.fileno()
+        limits = self.limits
         while True:
-            if not p.in_message:
-                if self.closing:
-                    return
-                conn.waiting, conn.expires = True, trio.current_time() + self.limits.keep_alive_timeout
-            elif conn.waiting:  # a request began in the last bytes read: its clock starts now
-                conn.waiting, conn.expires = False, trio.current_time() + self.limits.read_timeout
-            data = await _receive(fd)
-            if not data:
-                return
-            refused = None
             try:
-                p.feed(data)
-            except Refused as exc:
-                refused = exc
-            out, close = [], False
-            if p.ready:
-                conn.waiting, conn.expires = False, math.inf  # a handler is never cut short by the reaper
-                self.busy += 1
-                try:
-                    for request, keep_alive in p.ready:
-                        try:
-                            status, headers, body = await self.handler(request)
-                        except Exception:  # a bug must cost one request, never the server
-                            log.exception("handler failed on %s %s", request.method, request.path[:200])
-                            status, headers, body = 500, [(b"content-type", b"application/json")], \
-                                b'{"error":"internal error"}'
-                        close = not keep_alive or self.closing
-                        out.append(render(status, headers, body, head_only=request.method == "HEAD", close=close))
-                        if close:
-                            break
-                    p.ready.clear()
-                finally:
-                    self.busy -= 1
-                    if self.closing and not self.busy:
-                        self.drained.set()
-            if refused is not None and not close:
-                out.append(_error(refused.status, str(refused)))
-                close = True
-            elif p.wants_continue and not close:
-                out.append(b"HTTP/1.1 100 Continue\r\n\r\n")
-                p.wants_continue = False
-            if out:
-                conn.expires = trio.current_time() + self.limits.read_timeout  # a client that never reads
-                await _send(fd, b"".join(out))
-            if close:
+                event = h.next_event()
+            except HttpError as exc:
+                conn.expires = trio.current_time() + limits.write_timeout
+                await _send(fd, h.send_error(exc, _http_date()))
                 return
+            if event is NEED_DATA:
+                if h.in_request:
+                    if conn.waiting:  # a request began in the last bytes read: its clock starts now
+                        conn.waiting, conn.expires = False, trio.current_time() + limits.read_timeout
+                elif self.closing:
+                    return
+                if cont := h.data_to_send():
+                    await _send(fd, [cont])
+                h.receive_data(await _receive(fd))
+                continue
+            if not isinstance(event, Request):  # CLOSED
+                return
+            conn.waiting, conn.expires = False, math.inf  # a handler is never cut short by the reaper
+            self.busy += 1
+            try:
+                try:
+                    status, headers, body = await self.handler(event)
+                    out = h.send(status, headers, body, _http_date(), close=self.closing)
+                except HttpError as exc:
+                    out = h.send_error(exc, _http_date())
+                except Exception:  # a bug must cost one request, never the server
+                    log.exception("handler failed on %s %s", event.method, event.path[:200])
+                    out = h.send(500, [(b"content-type", b"application/json")], error_body("internal error"),
+                                 _http_date(), close=self.closing)
+            finally:
+                self.busy -= 1
+                if self.closing and not self.busy:
+                    self.drained.set()
+            conn.expires = trio.current_time() + limits.write_timeout  # a client that never reads
+            await _send(fd, out)
+            if h.closed:
+                return
+            conn.waiting, conn.expires = True, trio.current_time() + limits.keep_alive_timeout
 
     def close(self) -> None:
         """Stop taking requests: idle connections end now, busy ones after their response."""
@@ -313,13 +224,20 @@ async def _receive(fd: int) -> bytes:
     return data
 
 
-async def _send(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
+async def _send(fd: int, buffers: list[bytes]) -> None:
+    """Write `buffers` in order with one writev where the socket takes them all (a document's
+    bytes are written from the cache, not copied into a response buffer)."""
+    views = [memoryview(b) for b in buffers if b]
+    while views:
         try:
-            view = view[os.write(fd, view):]
+            n = os.writev(fd, views)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(fd)
+            continue
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if views:
+            views[0] = views[0][n:]
 
 
 async def _linger_close(stream: trio.SocketStream) -> None:
@@ -380,8 +298,8 @@ async def serve(handler: Handler, listen: str | list[trio.SocketListener], shutd
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             accepting.start_soon(server.reap)
-            accepting.start_soon(partial(trio.serve_listeners, server.connection, listeners,
-                                         handler_nursery=connections))
+            for listener in listeners:
+                accepting.start_soon(server.accept, listener, connections)
             task_status.started(listener_urls(listeners))
             await shutdown.wait()
             accepting.cancel_scope.cancel()

@@ -39,6 +39,7 @@ from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..net.fetch import FetchError, check_url
 from ..store import Store, StoreError
 from ..timeutil import utc_now
+from .h1 import HttpError
 from .service import Budget, Node
 
 log = logging.getLogger("pithnode.peer")
@@ -231,8 +232,6 @@ class PeerService:
     # -- server side ---------------------------------------------------------------
 
     async def handle(self, kind: str, body: bytes, client: str) -> bytes:
-        from .server import HttpError
-
         m = self.node.metrics
         address = source_of(client.rsplit(":", 1)[0])
         try:

@@ -9,6 +9,7 @@ to admission: there is no admin action over HTTP.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from ..views import (
     record_json,
 )
 from . import pages, peer
-from .http import Handler, Limits, Request, Response, serve
+from .http import Handler, HttpError, Limits, Request, Response, serve
 from .service import Cached, Node
 
 log = logging.getLogger("pithnode.http")
@@ -63,12 +64,6 @@ MAX_HOT = 4096
 MAX_HEADER_BYTES = 16 * 1024
 PAGE_SIZE = 50
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def _json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -96,12 +91,43 @@ class RateLimiter:
         return True
 
 
+_ENTITY_TAG = re.compile(r'\s*(?:W/)?("[^"]*")\s*(?:,|$)')
+_CODING = re.compile(r"\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*(?:;\s*q\s*=\s*(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)\s*)?$",
+                     re.IGNORECASE)
+
+
+def none_match(field: str, etag: str) -> bool:
+    """If-None-Match (RFC 9110 13.1.2): `*`, or a list of tags compared weakly (W/ ignored)."""
+    if field.strip() == "*":
+        return True
+    return any(m.group(1) == etag for m in _ENTITY_TAG.finditer(field))
+
+
+@functools.lru_cache(maxsize=256)
+def accepts_gzip(field: str) -> bool:
+    """Accept-Encoding (RFC 9110 12.5.3) with q-values: gzip (or `*` when gzip is not named)
+    with q > 0. An item that does not parse is ignored."""
+    gzip = star = None
+    for item in field.split(","):
+        if m := _CODING.match(item):
+            q = float(m.group(2) or 1)
+            coding = m.group(1).lower()
+            if coding in ("gzip", "x-gzip"):
+                gzip = q
+            elif coding == "*":
+                star = q
+    return (gzip if gzip is not None else star or 0) > 0
+
+
 def _respond(doc: Cached, req: Request) -> Response:
-    headers = [(b"content-type", doc.content_type.encode()), (b"etag", doc.etag.encode()),
+    """A document, or the gzip variant (its own ETag) to a client that takes it, or 304."""
+    gz = len(doc.body) > 1024 and accepts_gzip(req.headers.get("accept-encoding", ""))
+    etag = doc.gzip_etag if gz else doc.etag
+    headers = [(b"content-type", doc.content_type.encode()), (b"etag", etag.encode()),
                (b"vary", b"accept-encoding"), (b"cache-control", b"public, max-age=60")]
-    if (tags := req.headers.get("if-none-match")) and doc.etag in [t.strip() for t in tags.split(",")]:
+    if (tags := req.headers.get("if-none-match")) and none_match(tags, etag):
         return 304, headers, b""
-    if "gzip" in req.headers.get("accept-encoding", "") and len(doc.body) > 1024:
+    if gz:
         return 200, headers + [(b"content-encoding", b"gzip")], doc.gzipped()
     return 200, headers, doc.body
 
@@ -139,7 +165,8 @@ class App:
                 route, match = self._route(req.path)
                 status, headers, body = await self._dispatch(route, match, req)
         except HttpError as exc:
-            status, headers, body = exc.status, [(b"content-type", b"application/json")], _json({"error": str(exc)})
+            status, headers, body = exc.status, [(b"content-type", b"application/json"), *exc.headers], \
+                _json({"error": str(exc)})
         except LookupError_ as exc:
             status, headers, body = 404, [(b"content-type", b"application/json")], _json({"error": str(exc)})
         except StoreError as exc:  # e.g. disk full: nothing was stored or acknowledged; the peer retries later
@@ -259,5 +286,6 @@ async def serve_http(app: App, listen: str | list[trio.SocketListener], shutdown
                      wrap: Callable[[Handler], Handler] | None = None,
                      task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until `shutdown` is set; reports the bound URLs once listening."""
-    limits = Limits(max_head_bytes=MAX_HEADER_BYTES, max_body_bytes=app.peer.max_message_bytes)
+    limits = Limits(max_head_bytes=MAX_HEADER_BYTES, max_body_bytes=app.peer.max_message_bytes,
+                    max_connections_per_address=app.node.cfg.max_connections_per_address)
     await serve(wrap(app.handle) if wrap else app.handle, listen, shutdown, limits, task_status=task_status)

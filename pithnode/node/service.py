@@ -156,6 +156,11 @@ class Cached:
     version: Any = None  # what it was built from (a subject's state hash, the store's data version)
     _gz: bytes | None = None
 
+    @property
+    def gzip_etag(self) -> str:
+        """The gzip variant is another representation: its own ETag (RFC 9110 8.8.3)."""
+        return self.etag[:-1] + '-gzip"'
+
     def gzipped(self) -> bytes:
         if self._gz is None:
             self._gz = gzip.compress(self.body, 5)
