@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -245,3 +248,140 @@ def test_fuzz_raw_bytes_never_break_the_server() -> None:
             assert statuses(await exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == [200]
 
     trio.run(main)
+
+
+async def test_500_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
+    """Backpressure: a client that sends 500 requests at once and does not read yet has only
+    what the sockets buffer answered (the server answered all 500 into memory before); once it
+    reads, it gets 500 responses, in order."""
+    answered: list[int] = []
+
+    async def handler(req: Request) -> Response:
+        answered.append(int(req.path[1:]))
+        return 200, [], req.path.encode().ljust(100_000)
+
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve, handler, "127.0.0.1:0", shutdown)
+        stream = await trio.open_tcp_stream("127.0.0.1", int(urls[0].rsplit(":", 1)[1]))
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        async with stream:
+            await stream.send_all(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(499))
+                                  + b"GET /499 HTTP/1.1\r\nConnection: close\r\n\r\n")
+            await trio.sleep(0.5)
+            assert 0 < len(answered) < 100  # what fits in the socket buffers, not the 500 (50 MB)
+            chunks = []
+            with trio.fail_after(20):
+                while chunk := await stream.receive_some(1 << 20):
+                    chunks.append(chunk)
+            raw = b"".join(chunks)
+        shutdown.set()
+    assert statuses(raw) == [200] * 500 and answered == list(range(500))
+    assert [int(m) for m in re.findall(rb"\r\n\r\n/(\d+) ", raw)] == list(range(500))
+
+
+async def test_blank_lines_do_not_keep_an_idle_connection_open() -> None:
+    """A bare CRLF starts no request: it must not reset the keep-alive clock (it did, forever)."""
+    async with server(Limits(keep_alive_timeout=0.5, read_timeout=5)) as (_, port, _s):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            with trio.fail_after(5):
+                with pytest.raises(trio.BrokenResourceError):
+                    while True:
+                        await stream.send_all(b"\r\n")
+                        with trio.move_on_after(0.1):
+                            if await stream.receive_some(100) == b"":
+                                raise trio.BrokenResourceError  # closed by the server
+            assert trio.current_time()  # reached: closed within keep-alive + a reaper tick
+
+
+async def test_connections_per_address_are_capped_others_and_loopback_proxies_exempt() -> None:
+    limits = Limits(max_connections_per_address=2, uncapped_addresses=frozenset())
+    async with server(limits) as (_, port, _s):
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        try:
+            await trio.sleep(0.1)
+            raw = await exchange(port, b"GET / HTTP/1.1\r\n\r\n")
+            assert statuses(raw) == [503] and b"from this address" in raw and b"retry-after: 5" in raw
+        finally:
+            for s in held:
+                await s.aclose()
+        await trio.sleep(0.1)
+        assert statuses(await exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == [200]
+    async with server(Limits(max_connections_per_address=2)) as (_, port, _s):  # loopback: a proxy in front
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(4)]
+        try:
+            assert statuses(await exchange(port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")) == [200]
+        finally:
+            for s in held:
+                await s.aclose()
+
+
+async def test_body_bytes_in_flight_share_one_budget() -> None:
+    """Two clients each sending a body of 600 bytes slowly; with 1,000 bytes for all, the second
+    is refused 503 + Retry-After at once instead of being held (and the first is served)."""
+    async with server(Limits(max_body_in_flight=1000)) as (_, port, _s):
+        first = await trio.open_tcp_stream("127.0.0.1", port)
+        async with first:
+            await first.send_all(b"POST / HTTP/1.1\r\nContent-Length: 600\r\n\r\n" + b"a" * 100)
+            await trio.sleep(0.1)
+            raw = await exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 600\r\n\r\n")
+            assert statuses(raw) == [503] and b"retry-after: 1" in raw
+            await first.send_all(b"a" * 500)
+            with trio.fail_after(5):
+                assert b'"body": 600' in await first.receive_some(10000)
+        assert statuses(await exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 600\r\nConnection: close\r\n\r\n"
+                                       + b"a" * 600)) == [200]
+
+
+async def test_a_response_header_that_would_split_the_response_is_never_sent() -> None:
+    async def handler(req: Request) -> Response:
+        return 200, [(b"location", req.path.encode("latin-1"))], b"ok"  # percent-decoded: may hold CR LF
+
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(serve, handler, "127.0.0.1:0", shutdown)
+        port = int(urls[0].rsplit(":", 1)[1])
+        raw = await exchange(port, b"GET /a HTTP/1.1\r\n\r\nGET /b%0d%0aset-cookie:%20x=1 HTTP/1.1\r\n"
+                                   b"Connection: close\r\n\r\n")
+        assert statuses(raw) == [200, 500] and b"set-cookie" not in raw
+        shutdown.set()
+
+
+def test_accept_out_of_file_descriptors_backs_off_logs_once_and_recovers(tmp_path) -> None:
+    """A server with few file descriptors: clients beyond them wait (no crash, no busy loop,
+    one log line, not one every 0.1 s), and are served once others close."""
+    script = tmp_path / "serve.py"
+    script.write_text(
+        "import logging, resource, sys, trio\n"
+        "from pithnode.node.http import serve, Limits\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s %(message)s')\n"
+        "async def ok(req): return 200, [], b'ok'\n"
+        "async def main():\n"
+        "    async with trio.open_nursery() as n:\n"
+        "        urls = await n.start(serve, ok, '127.0.0.1:0', trio.Event(), Limits())\n"
+        "        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "        import os; used = len(os.listdir('/proc/self/fd'))\n"
+        "        resource.setrlimit(resource.RLIMIT_NOFILE, (used + 5, hard))\n"
+        "        print(urls[0], flush=True)\n"
+        "trio.run(main)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])  # type: ignore[union-attr]
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(12)]  # past the limit
+        time.sleep(1.5)  # trio's own accept loop logs a traceback every 0.1 s meanwhile
+        assert proc.poll() is None
+        for s in held:
+            s.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        assert statuses(got) == [200]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    log = err.decode()
+    assert log.count("cannot accept connections: Too many open files") == 1, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
