@@ -68,6 +68,14 @@ def test_split_at_every_byte_gives_the_same_requests() -> None:
     assert run(conn(), [bytes([b]) for b in data]) == want
 
 
+def test_repeated_headers_are_joined_and_the_target_split() -> None:
+    c = conn()
+    c.receive_data(b"GET /a%20b?x=1#frag HTTP/1.1\r\nAccept-Encoding: br\r\naccept-encoding: gzip\r\n\r\n")
+    req = c.next_event()
+    assert isinstance(req, Request) and req.headers["accept-encoding"] == "br, gzip"
+    assert (req.path, req.query, req.client) == ("/a b", b"x=1", ("127.0.0.1", 5000))
+
+
 def test_the_parser_does_not_run_ahead_of_a_chunked_body() -> None:
     c = conn()
     c.receive_data(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n"
