@@ -20,6 +20,7 @@ import argparse
 import gc
 import json
 import math
+import os
 import random
 import shutil
 import socket
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,8 @@ def fill(config: Any, subjects: list[tuple[str, list[dict[str, Any]]]]) -> None:
 
 
 def serve_in_process(tmp: Path, config: Any, http_workers: int = 0, peers: tuple[str, ...] = (),
-                     gossip_interval: float = 3600.0) -> tuple[subprocess.Popen[bytes], str]:
+                     gossip_interval: float = 3600.0,
+                     env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """`pithnode run` on a store, in a child process; returns it and its URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -87,7 +90,8 @@ def serve_in_process(tmp: Path, config: Any, http_workers: int = 0, peers: tuple
         "poll_interval = 3600.0", "allow_private_addresses = true", f"http_workers = {http_workers}",
         f"peers = {json.dumps(list(peers))}"]) + "\n")
     proc = subprocess.Popen([sys.executable, "-m", "pithnode", "run", "--config", str(toml),
-                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -302,8 +306,6 @@ http {{ access_log off; default_type application/json; keepalive_requests 100000
 
 
 async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    import shutil
-
     import httpx
 
     if not (shutil.which("wrk") and shutil.which("nginx")):
@@ -311,6 +313,11 @@ async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     subjects = make_subjects(args.events, args.subjects)
     node_cfg = cfg(tmp, "serving")
     fill(node_cfg, subjects)
+    baseline = None
+    if args.baseline_code:  # the same store, served by other code (a checkout of another commit)
+        shutil.copytree(node_cfg.data_dir, tmp / "baseline")
+        baseline = serve_in_process(tmp, replace(node_cfg, data_dir=tmp / "baseline"), args.http_workers,
+                                    env={**os.environ, "PYTHONPATH": str(Path(args.baseline_code).resolve())})
     proc, url = serve_in_process(tmp, node_cfg, args.http_workers)
     code = subjects[0][0].rsplit(":", 1)[-1]
     paths = [f"/pith/{code}/bundle.json", f"/pith/{code}/state.json"]
@@ -332,12 +339,24 @@ async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         await wait_up_plain(f"http://127.0.0.1:{nport}{paths[1]}")
         out: dict[str, Any] = {"bundle_bytes": (www / paths[0].lstrip("/")).stat().st_size}
-        for p in paths:
-            name = p.rsplit("/", 1)[1]
-            node = await trio.to_thread.run_sync(wrk, url + p, args.seconds)
-            ref = await trio.to_thread.run_sync(wrk, f"http://127.0.0.1:{nport}{p}", args.seconds)
-            out[name] = {"node": node, "nginx": ref, "ratio": round(node["rps"] / ref["rps"], 3),
-                         "pass": node["rps"] / ref["rps"] >= 0.25}
+        targets = {"node": url, "nginx": f"http://127.0.0.1:{nport}"}
+        if baseline is not None:
+            await wait_up(baseline[1])
+            targets["baseline"] = baseline[1]
+        for p in paths:  # rounds alternate the servers, so load from elsewhere falls on all of them
+            runs: dict[str, list[dict[str, float]]] = {k: [] for k in targets}
+            for _ in range(args.rounds):
+                for k, u in targets.items():
+                    runs[k].append(await trio.to_thread.run_sync(wrk, u + p, args.seconds))
+            ratios = sorted(n["rps"] / r["rps"] for n, r in zip(runs["node"], runs["nginx"]))
+            out[p.rsplit("/", 1)[1]] = {
+                **{k: sorted(v, key=lambda r: r["rps"])[len(v) // 2] for k, v in runs.items()},  # median round
+                "ratio": round(ratios[len(ratios) // 2], 3), "ratios": [round(r, 3) for r in ratios],
+                "pass": ratios[len(ratios) // 2] >= 0.25,
+                **({"vs_baseline": sorted(round(n["rps"] / b["rps"], 3) for n, b in zip(runs["node"], runs["baseline"]))}
+                   if baseline is not None else {})}
+        out["pipelining_flood"] = await pipelining_flood(proc.pid, url, paths[0], args.flood_connections,
+                                                         args.flood_requests)
         # readers while the node ingests at full speed (another process pushes fresh subjects)
         pusher = subprocess.Popen([sys.executable, __file__, "push-load", url, "--seconds", str(args.seconds + 2)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -361,11 +380,43 @@ async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                              "pass": loaded["p99_ms"] <= 2 * idle["p99_ms"]}
         return out
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        for p in [proc] + ([baseline[0]] if baseline else []):
+            p.terminate()
+            p.wait(timeout=15)
         if nginx is not None:
             nginx.terminate()
             nginx.wait(timeout=15)
+
+
+async def pipelining_flood(pid: int, url: str, path: str, conns: int, requests: int,
+                           seconds: float = 3.0) -> dict[str, Any]:
+    """The node's memory (PSS of it and its fronts) while `conns` connections each write
+    `requests` pipelined GETs of `path` and never read; /healthz answered meanwhile."""
+    import httpx
+
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    before, streams = pss_mb(pid), []
+    try:
+        flood = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode() * requests
+        for _ in range(conns):
+            streams.append(await trio.open_tcp_stream(host, int(port)))
+            with trio.move_on_after(5):
+                await streams[-1].send_all(flood)
+        peak, start = before, trio.current_time()
+        while trio.current_time() - start < seconds:
+            await trio.sleep(0.2)
+            peak = max(peak, pss_mb(pid))
+        async with httpx.AsyncClient() as client:
+            t = time.perf_counter()
+            health = (await client.get(url + "/healthz")).status_code
+            health_ms = (time.perf_counter() - t) * 1000
+        peak = max(peak, pss_mb(pid))
+    finally:
+        for stream in streams:
+            await stream.aclose()
+    return {"connections": conns, "pipelined_each": requests, "pss_before_mb": round(before, 1),
+            "pss_peak_mb": round(peak, 1), "growth_mb": round(peak - before, 1), "healthz": health,
+            "healthz_ms": round(health_ms, 1), "pass": peak - before < 100 and health == 200}
 
 
 async def wait_up_plain(url: str) -> None:
@@ -587,6 +638,11 @@ def main() -> int:
     ap.add_argument("--skip-sync", action="store_true", help="footprint: no full sync to an empty peer")
     ap.add_argument("--http-workers", type=int, default=2,
                     help="serving, footprint: the node's front processes (config http_workers)")
+    ap.add_argument("--rounds", type=int, default=3, help="serving: rounds alternating node, nginx (and baseline)")
+    ap.add_argument("--baseline-code", help="serving: also serve the store with the pithnode package in this "
+                                            "directory (e.g. a `git worktree` of main), in the same rounds")
+    ap.add_argument("--flood-connections", type=int, default=60, help="serving: pipelining flood connections")
+    ap.add_argument("--flood-requests", type=int, default=1000, help="serving: pipelined requests on each")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     fn = {"ingest": bench_ingest, "reconcile": bench_reconcile, "propagation": bench_propagation,
