@@ -148,6 +148,60 @@ def http_requests() -> st.SearchStrategy[dict[str, Any]]:
     })
 
 
+def http_streams() -> st.SearchStrategy[tuple[bytes, list[int]]]:
+    """Bytes a client sends on one connection (request-like or not) and where its reads cut them."""
+    message = st.one_of(
+        st.binary(max_size=200),
+        st.builds(lambda m, p, h, b: m + b" /" + p + b" HTTP/1.1\r\n" + h + b"\r\n\r\n" + b,
+                  st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T"]), st.binary(max_size=20),
+                  st.sampled_from([b"", b"Content-Length: 3", b"Transfer-Encoding: chunked", b"Content-Length: x",
+                                   b"Host: a", b"Expect: 100-continue\r\nContent-Length: 1"]),
+                  st.sampled_from([b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"\r\n"])))
+    return st.lists(message, max_size=6).map(b"".join).flatmap(
+        lambda data: st.tuples(st.just(data), st.lists(st.integers(0, len(data)), max_size=8).map(sorted)))
+
+
+def h1_run(c: Any, pieces: list[bytes]) -> list[tuple[str, str, bytes] | int]:
+    """Feed `pieces` to an h1.Connection one by one, answering each request as it comes: the
+    requests (method, path, body) and the status of a refusal, in order."""
+    from pithnode.node.h1 import CLOSED, NEED_DATA, HttpError
+
+    date = b"Thu, 03 Dec 2026 08:00:00 GMT"
+    out: list[tuple[str, str, bytes] | int] = []
+    pieces = list(pieces)
+    while True:
+        try:
+            ev = c.next_event()
+        except HttpError as exc:
+            c.send_error(exc, date)
+            out.append(exc.status)
+            return out
+        if ev is NEED_DATA:
+            if not pieces:
+                return out
+            c.receive_data(pieces.pop(0))
+        elif ev is CLOSED:
+            return out
+        else:
+            out.append((ev.method, ev.path, ev.body))
+            c.send(200, [(b"content-type", b"text/plain")], ev.path.encode(), date)
+
+
+def target_h1(x: tuple[bytes, list[int]]) -> None:
+    """The same requests (or refusal) whatever reads the bytes come in; refusals are 4xx."""
+    from pithnode.node.h1 import BodyBudget, Connection, Limits
+
+    data, cuts = x
+
+    def conn() -> Any:
+        return Connection(Limits(), ("127.0.0.1", 1), BodyBudget(Limits().max_body_in_flight))
+
+    pieces = [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)]) if j > i]
+    whole = h1_run(conn(), [data] if data else [])
+    assert h1_run(conn(), pieces) == whole, (data, cuts)
+    assert all(isinstance(got, tuple) or 400 <= got < 500 for got in whole), whole
+
+
 class AppHarness:
     """A real node's request handler over a real store, driven without sockets (fast)."""
 

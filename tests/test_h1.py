@@ -7,8 +7,9 @@ import re
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
+import fuzzing
+from fuzzing import h1_run as run
 from pithnode.node.h1 import (
     CLOSED, NEED_DATA, PAUSED, BodyBudget, Connection, HttpError, Limits, Request, render_head,
 )
@@ -22,30 +23,6 @@ def conn(limits: Limits = Limits(), budget: BodyBudget | None = None) -> Connect
 
 def answer(c: Connection, req: Request, **kw) -> bytes:
     return b"".join(c.send(200, [(b"content-type", b"text/plain")], req.path.encode(), DATE, **kw))
-
-
-def run(c: Connection, pieces: list[bytes]) -> list[tuple[str, str, bytes] | int]:
-    """Feed `pieces` one by one, answering each request as it comes; the requests
-    (method, path, body) and the status of a refusal, in order."""
-    out: list[tuple[str, str, bytes] | int] = []
-    pieces = list(pieces)
-    while True:
-        try:
-            ev = c.next_event()
-        except HttpError as exc:
-            c.send_error(exc, DATE)
-            out.append(exc.status)
-            return out
-        if ev is NEED_DATA:
-            if not pieces:
-                return out
-            c.receive_data(pieces.pop(0))
-        elif ev is CLOSED:
-            return out
-        else:
-            assert isinstance(ev, Request)
-            out.append((ev.method, ev.path, ev.body))
-            answer(c, ev)
 
 
 def test_pipelined_requests_come_one_at_a_time_and_wait_for_their_response() -> None:
@@ -182,24 +159,11 @@ def test_response_headers_that_could_split_the_response_are_refused() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(
-    st.binary(max_size=200),
-    st.builds(lambda m, p, h, b: m + b" /" + p + b" HTTP/1.1\r\n" + h + b"\r\n\r\n" + b,
-              st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T"]),
-              st.binary(max_size=20), st.sampled_from([b"", b"Content-Length: 3", b"Transfer-Encoding: chunked",
-                                                       b"Content-Length: x", b"Host: a"]),
-              st.sampled_from([b"", b"abc", b"3\r\nabc\r\n0\r\n\r\n", b"\r\n"]))), max_size=6),
-    st.data())
-def test_fuzz_bytes_in_any_split_give_the_same_events(messages: list[bytes], data: st.DataObject) -> None:
-    """Arbitrary bytes give requests or an HttpError (never another exception), the same
-    whatever the reads they arrive in; the input held never passes head cap + the input given."""
-    stream = b"".join(messages)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
-    pieces = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)]) if j > i]
-    whole = run(conn(), [stream] if stream else [])
-    assert run(conn(), pieces) == whole
-    for got in whole:
-        assert isinstance(got, int) and 400 <= got < 500 or isinstance(got, tuple)
+@given(fuzzing.http_streams())
+def test_fuzz_bytes_in_any_split_give_the_same_events(stream: tuple[bytes, list[int]]) -> None:
+    """Arbitrary bytes give requests or an HttpError (4xx, never another exception), the same
+    whatever the reads they arrive in (also a target of scripts/fuzz: `--only h1`)."""
+    fuzzing.target_h1(stream)
 
 
 def test_status_lines_and_lengths() -> None:
