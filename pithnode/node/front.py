@@ -34,7 +34,7 @@ log = logging.getLogger("pithnode.front")
 
 # What needs the node's memory or writes. The peer protocol's `events` answers (the big ones) are
 # reads of the store: fronts answer them, so they are not copied through the node's socket.
-PROXIED_PATHS = frozenset({"/peer/v1/reconcile", "/peer/v1/push", "/metrics", "/healthz", "/"})
+PROXIED_PATHS = frozenset({"/peer/v1/reconcile", "/peer/v1/push", "/metrics", "/healthz", "/status.json", "/"})
 CLIENT_HEADER = "x-pithnode-client"
 # not passed on: framing is per hop; compression is for the last hop only
 _NOT_FORWARDED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date",

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -55,6 +56,7 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         ("equivocations", r"/equivocations\.json"),
         ("metrics", r"/metrics"),
         ("healthz", r"/healthz"),
+        ("status_json", r"/status\.json"),
         ("peer", r"/peer/v1/(?P<kind>reconcile|events|push)"),
         *pages.ROUTES,
     ]
@@ -274,6 +276,9 @@ class App:
         if route == "healthz":
             return 200, [(b"content-type", b"application/json")], _json(
                 {"ok": True, "events": store.event_count(), "unmerged_subjects": len(node.unmerged)})
+        if route == "status_json":  # peers' health changes without a store change: not cached
+            doc = {**self.pages.status_doc(), "pid": os.getpid(), "public_url": node.public_url}
+            return 200, [(b"content-type", b"application/json"), (b"cache-control", b"no-store")], _json(doc)
         raise HttpError(404, f"no such resource: {req.path[:200]}")
 
 
