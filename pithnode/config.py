@@ -10,6 +10,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -74,6 +75,12 @@ class Config:
         if refused:
             raise ConfigError(f"{len(refused)} registry_keys entries do not hash to their fingerprint")
         return ring
+
+    @property
+    def operator_urls(self) -> tuple[str, ...]:
+        """The URLs the operator named (config, environment, flags): fetched as
+        given, on private addresses too (net/fetch.py's guard is for learned ones)."""
+        return (*self.mirrors, *self.peers)
 
     @property
     def registry(self) -> frozenset[str]:
@@ -141,4 +148,29 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError("http_workers must be between 0 and 64")
     if cfg.durability not in ("full", "normal"):
         raise ConfigError("durability must be 'full' or 'normal'")
+    check_listen(cfg.listen)
+    for name, urls in (("public_url (--public-url)", [cfg.public_url] if cfg.public_url else []),
+                       ("mirrors (--mirror)", cfg.mirrors), ("peers (--peer)", cfg.peers)):
+        for url in urls:
+            if not is_http_url(url):
+                raise ConfigError(f"{name}: {url!r} is not an http(s) URL with a host")
     return cfg
+
+
+def check_listen(listen: str) -> None:
+    """`host:port` (port 0-65535; 0 lets the OS pick) or `unix:PATH`, else ConfigError:
+    an out-of-range port would otherwise wrap around silently (99999 -> 34463)."""
+    if listen.startswith("unix:"):
+        return
+    host, sep, port = listen.rpartition(":")
+    if not (sep and host.strip("[]") and port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(f"listen (--listen): {listen!r} is not host:port with a port from 0 to 65535")
+
+
+def is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

@@ -47,20 +47,27 @@ class NodeIdentity:
 
 def load_or_create_key(path: Path) -> SigningKey:
     """Read the 32-byte seed (base64) at `path`, creating it atomically with
-    mode 0600 if absent. A key readable by others is refused, not fixed."""
+    mode 0600 if absent. A key readable by others is refused, not fixed. Two
+    processes creating it at once (`run` and `export` on a new data dir) end
+    with one key: the file is linked into place only if none is there yet."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = SigningKey.generate()
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, base64.b64encode(bytes(key)) + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        try:
+            os.link(tmp, path)  # fails if another process made one meanwhile: that one is the key
+        except FileExistsError:
+            return load_or_create_key(path)
+        finally:
+            os.unlink(tmp)
         return key
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise KeyFileError(f"key file {path} has mode {stat.S_IMODE(st.st_mode):04o}: run `chmod 600 {path}`")

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, NamedTuple
 
 import apsw
@@ -335,7 +336,7 @@ def unpack(stored: bytes) -> bytes:
         return _codec()[1].decompress(data) if data[:4] == _ZSTD_MAGIC else zlib.decompress(data)
     except (zstandard.ZstdError, zlib.error) as exc:
         raise StoreError(f"a stored document is corrupt ({exc}): the store file is damaged; "
-                         "see docs/OPERATIONS.md, 'Corrupt store'") from None
+                         "move it aside (with its -wal and -shm files) and re-sync; `pithnode doctor` checks a store") from None
 
 
 def event_key(event_id: str) -> int | None:
@@ -361,13 +362,29 @@ def _translate(exc: apsw.Error, path: str) -> StoreError:
     if isinstance(exc, (apsw.CorruptError, apsw.NotADBError)):
         return StoreError(
             f"{path} is not a valid pithnode database ({exc}). Nothing was changed. "
-            "Move it aside and re-sync (see docs/OPERATIONS.md, 'Corrupt store')"
+            "Move it aside (with its -wal and -shm files) and re-sync; `pithnode doctor` checks a store"
         )
     if isinstance(exc, apsw.BusyError):
         return StoreError(f"{path} is locked by another process")
     if isinstance(exc, (apsw.CantOpenError, apsw.PermissionsError, apsw.ReadOnlyError)):
         return StoreError(f"cannot open {path} for writing: {exc}")
     return StoreError(f"store error on {path}: {exc}")
+
+
+def _open_readonly(path: str) -> apsw.Connection:
+    """A read-only connection, also where we may not create the WAL's -shm file
+    (a store in a directory we cannot write): then, if no writer has it open
+    (a writer's -wal file would be there), the file is read as it is."""
+    db = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        db.execute("PRAGMA user_version").fetchone()
+        return db
+    except (apsw.ReadOnlyError, apsw.CantOpenError):
+        db.close()
+        if os.path.exists(path + "-wal") or not os.path.exists(path):
+            raise
+    return apsw.Connection("file:" + quote(os.path.abspath(path)) + "?immutable=1",
+                           flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
 
 
 class Store:
@@ -379,7 +396,7 @@ class Store:
         try:
             if not readonly:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = apsw.Connection(self.path, flags=flags)
+            self.db = _open_readonly(self.path) if readonly else apsw.Connection(self.path, flags=flags)
             self.db.set_busy_timeout(10_000)
             if not readonly:
                 self.db.execute("PRAGMA page_size=16384")  # takes effect on a new file only

@@ -33,6 +33,10 @@ class ResolveError(Exception):
     """The id names no record we can find; the message says why plainly."""
 
 
+class BadId(ResolveError):
+    """The id cannot be read, or names nothing we could ask for: found before any network work."""
+
+
 @dataclass
 class Target:
     """What an id resolved to: a code (when known) and where to fetch bundles."""
@@ -110,32 +114,38 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
         if len(codes) == 1:
             return Target(codes[0], None, [resolver_urls(m, codes[0])["bundle_url"] for m in mirrors], "short Pith number (local store)")
         if not codes:
-            raise ResolveError(
+            raise BadId(
                 f"no record with a code starting {ref.prefix} is held locally, and no resolver takes a short "
                 "Pith number: pass the full Pith number (pith:YYYY:CODE) or the 26-character code"
             )
-        raise ResolveError(f"short Pith number pith:{ref.prefix} is ambiguous: {', '.join(codes)}")
+        raise BadId(f"short Pith number pith:{ref.prefix} is ambiguous: {', '.join(codes)}")
     arxiv = arxiv_id_of(s)
     if arxiv is None:
-        raise ResolveError(
+        raise BadId(
             f"cannot read {text!r} as a Pith number, code, short Pith number, arXiv id, arXiv DOI or bundle URL"
         )
-    errors = []
-    for mirror in mirrors:
+    answers: dict[str, Any] = {}  # mirror -> its Pith reference, or why not
+
+    async def ask(mirror: str) -> None:  # every mirror at once: a stalled one does not hold the rest
         url = f"{mirror.rstrip('/')}/api/pith-number/resolve?arxiv={quote(arxiv, safe='')}&json=true"
         try:
             res = await fetcher.get(url, max_bytes=max_bytes)
+            answers[mirror] = parse_pith_ref(parse_bundle(res.body, max_bytes)["pith_number"])  # any object with one
         except FetchError as exc:
-            errors.append(str(exc))
+            answers[mirror] = str(exc)
+        except (IngestError, ValueError, KeyError, TypeError) as exc:
+            answers[mirror] = f"{url}: bad answer: {exc!r}"
+
+    async with trio.open_nursery() as nursery:
+        for mirror in mirrors:
+            nursery.start_soon(ask, mirror)
+    errors = []
+    for mirror in mirrors:  # the first mirror that knew it, in the order given
+        ref = answers.get(mirror, f"{mirror}: no answer")
+        if isinstance(ref, str) or not ref.code:
+            errors.append(str(ref))
             continue
-        try:
-            doc = parse_bundle(res.body, max_bytes)  # any object with a pith_number
-            ref = parse_pith_ref(doc["pith_number"])
-        except (IngestError, ValueError) as exc:
-            errors.append(f"{url}: bad answer: {exc}")
-            continue
-        if ref.code:
-            return Target(ref.code, ref.pith_number, [resolver_urls(m, ref.code)["bundle_url"] for m in mirrors], f"arXiv {arxiv} via {mirror}")
+        return Target(ref.code, ref.pith_number, [resolver_urls(m, ref.code)["bundle_url"] for m in mirrors], f"arXiv {arxiv} via {mirror}")
     known = local_matches(store, arxiv)
     if len(known) == 1:
         code = known[0].rsplit(":", 1)[-1]
@@ -159,14 +169,25 @@ def _hint_urls(bundle: dict[str, Any], state: dict[str, Any] | None, code: str) 
 
 async def sync(
     text: str, *, store: Store, fetcher: Fetcher, mirrors: list[str], trusted: KeyRing, registry: frozenset[str],
-    max_bytes: int, now: Callable[[], str], concurrency: int = 8,
+    max_bytes: int, now: Callable[[], str], concurrency: int = 8, timeout: float = 60.0,
     on_progress: Callable[[str], None] = lambda _msg: None,
 ) -> SyncReport:
+    """Sources are asked concurrently; what has not answered within `timeout`
+    seconds of the start is given up (and said so per source). An id that cannot
+    be read raises BadId before any network work."""
     report = SyncReport(id=text)
-    try:
-        target = await resolve(text, mirrors=mirrors, store=store, fetcher=fetcher, max_bytes=max_bytes)
-    except ResolveError as exc:
-        report.error = str(exc)
+    deadline = trio.current_time() + timeout
+    late = f"no answer within the sync's deadline of {timeout:g} s (--timeout)"
+    with trio.move_on_at(deadline):
+        try:
+            target = await resolve(text, mirrors=mirrors, store=store, fetcher=fetcher, max_bytes=max_bytes)
+        except BadId:
+            raise
+        except ResolveError as exc:
+            report.error = str(exc)
+            return report
+    if trio.current_time() >= deadline:
+        report.error = f"{text}: {late}"
         return report
     report.resolved_by = target.how
     outcomes: dict[str, SourceOutcome] = {}
@@ -177,11 +198,13 @@ async def sync(
     async def fetch_one(url: str, results: dict[str, Any]) -> None:
         async with limit:
             on_progress(f"fetching {url}")
-            try:
-                res = await fetcher.get(url, max_bytes=max_bytes)
-                results[url] = parse_bundle(res.body, max_bytes)
-            except (FetchError, IngestError) as exc:
-                results[url] = exc
+            results[url] = FetchError(late, url=url)
+            with trio.move_on_at(deadline):
+                try:
+                    res = await fetcher.get(url, max_bytes=max_bytes)
+                    results[url] = parse_bundle(res.body, max_bytes)
+                except (FetchError, IngestError) as exc:
+                    results[url] = exc
 
     while pending and len(outcomes) < MAX_SOURCES:
         batch, pending = pending[: MAX_SOURCES - len(outcomes)], []

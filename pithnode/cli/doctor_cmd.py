@@ -99,7 +99,7 @@ async def _reach(cfg: Any) -> list[tuple[str, bool, str]]:
 
     out = []
     async with HttpFetcher(max_bytes=1024 * 1024, connect_timeout=5, total_timeout=10, retries=0,
-                           allow_private=cfg.allow_private_addresses) as f:
+                           allow_private=cfg.allow_private_addresses, trusted=cfg.operator_urls) as f:
         for base in [*cfg.mirrors, *cfg.peers]:
             url = base.rstrip("/") + "/pith-mirrors.json"
             try:

@@ -18,48 +18,82 @@ from ..core import canonical_bytes
 from ..identity import NodeIdentity, load_or_create_key
 from ..ingest import import_bundles
 from ..store import Store, StoreError
-from ..timeutil import utc_now, utc_now_precise
+from ..timeutil import parse_since, utc_now, utc_now_precise
 from ..views import LookupError_, equivocation_reports, events_of, find_subject, own_bundle, state_of
-from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, print_json
+from . import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json, writable_data_dir
+
+
+def _since(text: str) -> str:
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+SINCE_HELP = "only those at or after T: an ISO date or date-time (UTC unless it says), or a duration back (24h, 7d)"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("import", parents=[common], help="import bundle files into the store")
+    p = sub.add_parser("import", parents=[common], help="import bundle files into the store",
+                       description="Import bundle files (as served at /pith/<CODE>/bundle.json) into the store: "
+                                   "every event admitted on its own, each bundle one transaction. A node running "
+                                   "on the same data dir sees them within a second, attests them and offers them "
+                                   "to its peers. Exit 2 if a file cannot be read (nothing is imported), 1 if a "
+                                   "bundle could not be imported.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_import)
 
-    p = sub.add_parser("export", parents=[common], help="write our signed bundle of a record")
+    p = sub.add_parser("export", parents=[common], help="write our signed bundle of a record",
+                       description="Write this node's bundle of a held record, signed with the node key: every "
+                                   "event held, our merged state and the keys to check them, for `pithnode import` "
+                                   "or `pithnode verify` elsewhere.")
     p.add_argument("id", metavar="ID", help="Pith number, code, short Pith number or arXiv id of a held record")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default: standard output)")
     p.add_argument("--public-url", metavar="URL", help="base URL to name ourselves by in the bundle")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("state", parents=[common], help="print our merged state of a record")
+    p = sub.add_parser("state", parents=[common], help="print our merged state of a record",
+                       description="Print our merged state of a held record (/pith/<CODE>/state.json): with "
+                                   "--json its exact canonical bytes, else indented.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=cmd_state)
 
-    p = sub.add_parser("show", parents=[common], help="a readable view of a held record")
+    p = sub.add_parser("show", parents=[common], help="a readable view of a held record",
+                       description="A readable view of a held record: title, authors, its events in order with "
+                                   "their status (applied, superseded, invalid, equivocation), attestations and "
+                                   "mirror hints.")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=cmd_show)
 
-    p = sub.add_parser("list", parents=[common], help="list the records held")
+    p = sub.add_parser("list", parents=[common], help="list the records held",
+                       description="List the records held, with their event and equivocation counts. Reads "
+                                   "only: works on a store you may not write.")
     p.set_defaults(handler=cmd_list)
 
-    p = sub.add_parser("equivocations", parents=[common], help="equivocations found, with signed evidence")
-    p.add_argument("--since", metavar="T", help="only those first seen at or after T (YYYY-MM-DDTHH:MM:SSZ)")
+    p = sub.add_parser("equivocations", parents=[common], help="equivocations found, with signed evidence",
+                       description="Every equivocation found (two events by one signer on one target after one "
+                                   "previous event), newest first, with the signed events as evidence anyone can "
+                                   "check offline. For monitors: --exit-code exits 3 when any is listed.")
+    p.add_argument("--since", metavar="T", type=_since, help=SINCE_HELP)
+    p.add_argument("--exit-code", action="store_true", help="exit 3 when any equivocation is listed, 0 when none")
     p.set_defaults(handler=cmd_equivocations)
 
-    p = sub.add_parser("rejections", parents=[common], help="objects refused at admission")
-    p.add_argument("--since", metavar="T", help="only those at or after T")
+    p = sub.add_parser("rejections", parents=[common], help="objects refused at admission",
+                       description="Events and bundles refused at admission (bad hash, bad signature, unknown "
+                                   "key, malformed, over a quota), newest first, with where they came from.")
+    p.add_argument("--since", metavar="T", type=_since, help=SINCE_HELP)
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(handler=cmd_rejections)
 
 
-def open_store(cfg: Config, *, must_exist: bool = False) -> Store:
+def open_store(cfg: Config, *, must_exist: bool = False, readonly: bool = False) -> Store:
+    """The store; `readonly` for the commands that only read (a store we may not write is still read)."""
     if must_exist and not cfg.db_path.exists():
         raise UsageError(f"no store at {cfg.db_path} (import or sync something first, or pass --data-dir)")
-    return Store(cfg.db_path, durability=cfg.durability)
+    if not readonly:
+        writable_data_dir(cfg)
+    return Store(cfg.db_path, durability=cfg.durability, readonly=readonly)
 
 
 def node_identity(cfg: Config, public_url: str | None = None) -> NodeIdentity:
@@ -77,6 +111,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     trusted, results, failed = cfg.trusted_ring(), [], 0
     show_bar = sys.stderr.isatty() and not args.no_progress and not args.json
+    for path in args.files:  # unusable input: said before anything is imported
+        if not os.access(path, os.R_OK) or os.path.isdir(path):
+            raise UsageError(f"cannot read {path}: " + ("a directory" if os.path.isdir(path) else
+                                                        "no such file" if not os.path.exists(path) else "not readable"))
     with open_store(cfg) as store:
         items = [(f"file:{os.path.abspath(p)}", (lambda p=p: Path(p).read_bytes())) for p in args.files]
         bar = tqdm(total=len(items), unit="bundle", disable=not show_bar)
@@ -107,7 +145,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                       f"{len(e['rejected'])} rejected; state {e['state_sha256'][:16]}"
                       + ("" if e["source_state_matches"] else " (bundle's own state disagrees with its events)"))
             else:
-                print(f"{e['file']}: FAILED: {e['error']}", file=sys.stderr)
+                print(f"pithnode import: error: {e['file'] or 'import'}: {e['error']}", file=sys.stderr)
     return EXIT_PROBLEM if failed else EXIT_OK
 
 
@@ -132,7 +170,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_store(cfg, must_exist=True) as store:
+    with open_store(cfg, must_exist=True, readonly=True) as store:
         subject = _subject(store, args.id)
         raw = store.state_bytes(subject.pith_number)
     if raw is None:
@@ -162,7 +200,7 @@ def _status_of(state: dict[str, Any]) -> dict[str, str]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_store(cfg, must_exist=True) as store:
+    with open_store(cfg, must_exist=True, readonly=True) as store:
         subject = _subject(store, args.id)
         state = state_of(store, subject)
         events = events_of(store, subject)
@@ -201,15 +239,13 @@ def cmd_show(args: argparse.Namespace) -> int:
                 detail = p["payload"].get("location") or p["payload"].get("base_url") or p["payload"].get("anchor_type") or ""
                 print(f"    {p['created_at']}  {p['signer']['signer_id']}  {detail}")
     for eq in state["equivocations"]:
-        print(f"  EQUIVOCATION by {eq['identity']} on {eq['target']} after {eq['prev_event']}:")
-        for eid in eq["event_ids"]:
-            print(f"    {eid}")
+        print(f"  EQUIVOCATION by {equivocation_line(eq)}")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_store(cfg, must_exist=True) as store:
+    with open_store(cfg, must_exist=True, readonly=True) as store:
         subjects = store.subjects()
     if args.json:
         print_json([{"pith_number": s.pith_number, "title": s.title, "events": s.event_count,
@@ -226,22 +262,22 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_equivocations(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_store(cfg, must_exist=True) as store:
-        reports = equivocation_reports(store, since=args.since)
+    with open_store(cfg, must_exist=True, readonly=True) as store:
+        reports = equivocation_reports(store, since=args.since, limit=-1)
     if args.json:
         print_json({"equivocations": reports})
-        return EXIT_OK
-    for r in reports:
-        print(f"{r['first_seen']}  {r['pith_number']}  {r['identity']} / {r['target']} after {r['prev_event']}")
-        for e in r["events"]:
-            print(f"    {e['event_id']}  {e['created_at']}  {e['event_type']}  signed by {e['signer']['signer_id']}")
-    print(f"{len(reports)} equivocation(s)", file=sys.stderr)
-    return EXIT_OK
+    else:
+        for r in reports:
+            print(f"{r['first_seen']}  {r['pith_number']}  {equivocation_line(r)}")
+            for e in r["events"]:
+                print(f"    {e['event_id']}  {e['created_at']}  {e['event_type']}  signed by {e['signer']['signer_id']}")
+        print(f"{len(reports)} equivocation(s)" + (f" since {args.since}" if args.since else ""), file=sys.stderr)
+    return EXIT_CONFLICT if args.exit_code and reports else EXIT_OK
 
 
 def cmd_rejections(args: argparse.Namespace) -> int:
     cfg = config_from(args)
-    with open_store(cfg, must_exist=True) as store:
+    with open_store(cfg, must_exist=True, readonly=True) as store:
         rows = store.rejections(since=args.since, limit=args.limit)
     if args.json:
         print_json({"rejections": rows})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..config import PRIMARY_RESOLVER
 from ..store import Store
 from ..timeutil import utc_now
-from . import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, config_from, print_json
+from . import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, equivocation_line, print_json, writable_data_dir
 
 if TYPE_CHECKING:
     from ..sync import SyncReport
@@ -25,7 +25,10 @@ an arXiv id (2604.21197, 2604.21197v1), the arXiv DOI
 (10.48550/arXiv.2604.21197) or a bundle URL.
 
 The bundle is fetched from every --mirror (default {PRIMARY_RESOLVER}), then
-from every mirror the record names. Each event is admitted on its own.
+from every mirror the record names, all at once; what has not answered within
+--timeout seconds is given up and reported per source. Each event is admitted
+on its own. A running node on the same data dir sees what this stores within
+a second, attests it and offers it to its peers.
 
 Exit codes: 0 replicated and every source agrees; 3 replicated, but the record
 has equivocations or a source serves a different state; 1 could not
@@ -37,10 +40,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p = sub.add_parser("sync", parents=[common], help="replicate and verify one record once",
                        description=SYNC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("id", metavar="ID")
-    p.add_argument("--mirror", action="append", metavar="URL", help="resolver base URL (repeatable; first is primary)")
+    p.add_argument("--mirror", action="append", metavar="URL",
+                   help="resolver base URL, trusted as given (repeatable; first is primary)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
+                   help="give up on what has not answered after this long, all sources together (default 60)")
     p.add_argument("--allow-private", action="store_true",
-                   help="allow fetching learned URLs on private or loopback addresses")
+                   help="also fetch URLs learned from the network (mirror hints) on private or loopback addresses")
     p.set_defaults(handler=cmd_sync)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to 86400")
+    return value
 
 
 def _print_human(rep: SyncReport) -> None:
@@ -62,13 +78,13 @@ def _print_human(rep: SyncReport) -> None:
         for r in s.rejected:
             print(f"      rejected #{r['index']}: {r['reason']}: {r['detail']}")
     if rep.error:
-        print(f"error: {rep.error}")
+        print(f"pithnode sync: error: {rep.error}", file=sys.stderr)
     if rep.replicated:
         print(f"  events applied: {rep.events_applied} (held: {rep.event_count})")
         print(f"  invalid events: {len(rep.invalid_events)}")
         print(f"  equivocations:  {len(rep.equivocations)}")
         for eq in rep.equivocations:
-            print(f"    {eq['identity']} {eq['target']} after {eq['prev_event']}: {', '.join(eq['event_ids'])}")
+            print(f"    {equivocation_line(eq)}")
         print(f"  state_sha256:   {rep.state_sha256}")
         print(f"  all sources agree: {'yes' if rep.all_agree else 'NO'}")
 
@@ -76,25 +92,31 @@ def _print_human(rep: SyncReport) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     import trio  # the network stack loads only for the commands that use it
 
+    from ..config import load_config
     from ..net.fetch import HttpFetcher
-    from ..sync import sync
+    from ..sync import BadId, sync
 
-    cfg = config_from(args)
-    mirrors = args.mirror or list(cfg.mirrors)
+    cfg = load_config(args.config, data_dir=args.data_dir, mirrors=args.mirror)  # checks the URLs: exit 2
+    writable_data_dir(cfg)
     progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() and not args.json else (lambda _m: None)
 
     async def run() -> SyncReport:
         async with HttpFetcher(
             max_bytes=cfg.max_bundle_bytes, connect_timeout=cfg.connect_timeout, total_timeout=cfg.total_timeout,
             retries=cfg.retries, allow_private=args.allow_private or cfg.allow_private_addresses,
+            trusted=cfg.mirrors,
         ) as fetcher:
             with Store(cfg.db_path, durability=cfg.durability) as store:
                 return await sync(
-                    args.id, store=store, fetcher=fetcher, mirrors=mirrors, trusted=cfg.trusted_ring(),
+                    args.id, store=store, fetcher=fetcher, mirrors=list(cfg.mirrors), trusted=cfg.trusted_ring(),
                     registry=cfg.registry, max_bytes=cfg.max_bundle_bytes, now=utc_now, on_progress=progress,
+                    timeout=args.timeout,
                 )
 
-    rep = trio.run(run)
+    try:
+        rep = trio.run(run)
+    except BadId as exc:
+        raise UsageError(str(exc)) from None
     if args.json:
         print_json(rep.to_json())
     else:

@@ -18,7 +18,7 @@ from ..core import (
     state_hash,
 )
 from ..core.conformance import run_vector
-from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, print_json
+from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json
 
 VERIFY_HELP = """\
 Check Pith documents offline: a bundle (/pith/<CODE>/bundle.json), a record
@@ -149,7 +149,7 @@ def _print_human(path: str, rep: dict[str, Any]) -> None:
     if rep.get("equivocations"):
         print(f"  equivocations: {len(rep['equivocations'])}")
         for eq in rep["equivocations"]:
-            print(f"    {eq['identity']} {eq['target']} after {eq['prev_event']}: {', '.join(eq['event_ids'])}")
+            print(f"    {equivocation_line(eq)}")
     if rep.get("invalid_events"):
         print(f"  invalid events: {len(rep['invalid_events'])}")
     if rep.get("state_sha256"):

@@ -21,6 +21,7 @@ import ipaddress
 import random
 import socket
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -91,16 +92,28 @@ def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         or ip.is_unspecified
 
 
-async def check_url(url: str, allow_private: bool) -> None:
+def origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) of a URL, or None when it has no readable one."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, (parts.hostname or ""), parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+
+
+async def check_url(url: str, allow_private: bool, trusted: frozenset[tuple[str, str, int | None]] = frozenset()) -> None:
     """Refuse URLs we must not fetch: not http(s), no host, or (unless
-    `allow_private`) a host resolving to a private/loopback/link-local address."""
+    `allow_private`, or its origin is in `trusted`: one the operator named) a
+    host resolving to a private/loopback/link-local address. The guard is for
+    URLs learned from the network (mirror hints, peers' manifests, redirects):
+    it keeps a hostile record from turning us against the operator's LAN."""
     try:
         parts = urlsplit(url)
     except ValueError:
         raise FetchError(f"{url[:200]}: not a URL", url=url) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FetchError(f"{url[:200]}: only http and https URLs with a host are fetched", url=url)
-    if allow_private:
+    if allow_private or origin(url) in trusted:
         return
     host = parts.hostname
     try:
@@ -113,8 +126,16 @@ async def check_url(url: str, allow_private: bool) -> None:
         addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for ip in addrs:
         if _blocked(ip):
-            raise FetchError(f"{url}: {host} is a private or local address ({ip}); refused "
-                             "(set allow_private_addresses to allow it)", url=url)
+            exc = FetchError(f"{url}: refused: {host} is a private or local address ({ip}) learned from the "
+                             "network; name it with --peer / --mirror (or peers / mirrors in the config) to "
+                             "trust it, or set --allow-private (allow_private_addresses) for every learned URL",
+                             url=url)
+            exc.refused = True  # type: ignore[attr-defined]  (callers log it as a warning)
+            raise _final(exc)
+
+
+def trusted_origins(urls: Iterable[str]) -> frozenset[tuple[str, str, int | None]]:
+    return frozenset(o for o in map(origin, urls) if o is not None)
 
 
 class HttpFetcher:
@@ -122,11 +143,12 @@ class HttpFetcher:
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, connect_timeout: float = 10.0,
                  total_timeout: float = 60.0, retries: int = 3, allow_private: bool = False,
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0, rng: random.Random | None = None):
+                 trusted: Iterable[str] = (), backoff_base: float = 0.5, backoff_cap: float = 30.0, rng: random.Random | None = None):
         self.max_bytes = max_bytes
         self.total_timeout = total_timeout
         self.retries = retries
         self.allow_private = allow_private
+        self.trusted = trusted_origins(trusted)  # origins the operator named: not guarded
         self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.rng = rng or random.Random()
         self.client = httpx.AsyncClient(
@@ -167,7 +189,7 @@ class HttpFetcher:
         try:
             with trio.fail_after(self.total_timeout):
                 for _hop in range(MAX_REDIRECTS + 1):
-                    await check_url(current, self.allow_private)
+                    await check_url(current, self.allow_private, self.trusted)
                     async with self.client.stream("GET", current, headers=headers) as resp:
                         if resp.is_redirect and "location" in resp.headers:
                             current = str(resp.url.join(resp.headers["location"]))

@@ -36,7 +36,7 @@ import trio
 
 from .. import __version__
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
-from ..net.fetch import FetchError, check_url
+from ..net.fetch import FetchError, check_url, trusted_origins
 from ..store import Store, StoreError
 from ..timeutil import utc_now
 from .h1 import HttpError
@@ -289,7 +289,8 @@ class PeerService:
     async def post(self, url: str, kind: str, msg: dict[str, Any]) -> dict[str, Any]:
         """One request to a peer, with a total deadline and a cap on the answer."""
         assert self.client is not None
-        await check_url(url, self.node.cfg.allow_private_addresses)
+        cfg = self.node.cfg
+        await check_url(url, cfg.allow_private_addresses, trusted_origins(cfg.operator_urls))  # --peer: as given
         body = encode({"v": VERSION, **msg})
         self.wire["requests"] += 1
         self.wire["bytes_out"] += len(body)
@@ -437,7 +438,8 @@ class PeerService:
                 state.is_peer = False
             state.next_try = trio.current_time() + min(600.0, 2.0 ** min(state.failures, 10)) * (0.5 + self._rng.random())
             self.node.metrics.gossip.labels(kind="exchange", direction="out", outcome="failed").inc()
-            log.info("peer %s: %s", url, state.last_error)
+            log.log(logging.WARNING if getattr(exc, "refused", False) else logging.INFO, "peer %s: %s", url,
+                    state.last_error)
             if not state.operator and state.failures >= PEER_MAX_FAILURES and self.peers.get(url) is state:
                 del self.peers[url]
                 log.info("peer dropped after %d failures in a row: %s", state.failures, url)

@@ -106,7 +106,8 @@ class Poller:
                 delay = self.backoff.failed(host, trio.current_time(), retry_after)
                 node.metrics.fetches.labels(outcome="failed").inc()
                 self._note(url, None, False, str(exc))
-                log.info("poll %s failed (next try in %.0fs): %s", url, delay, exc)
+                log.log(logging.WARNING if getattr(exc, "refused", False) else logging.INFO,
+                        "poll %s failed (next try in %.0fs): %s", url, delay, exc)
                 return
         self.backoff.ok(host)
         node.metrics.fetches.labels(outcome="ok").inc()

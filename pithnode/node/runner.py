@@ -18,6 +18,7 @@ from ..config import Config
 from ..net.fetch import FetchError, HttpFetcher
 from ..core import parse_json
 from ..ingest import IngestError
+from ..lock import DataDirLock
 from ..store import StoreError
 from . import peer
 from .attest import attest_all
@@ -28,6 +29,8 @@ from .server import App, serve_http
 from .service import Node
 
 log = logging.getLogger("pithnode.node")
+
+OFFER_MAX = 50_000  # events another process stored that are pushed to peers at once (more: reconciled)
 
 
 @dataclass
@@ -82,15 +85,50 @@ async def attest_loop(running: Running) -> None:
         await trio.sleep(0.05)  # let a burst of changes settle
 
 
+async def notice_other_writers(node: Node, interval: float = 1.0) -> None:
+    """Another process writing our store (`pithnode import` / `sync`; SQLite's
+    data_version changes only for other connections' commits): within
+    `interval`, what it stored is offered to peers and attested. A bulk import
+    of more than OFFER_MAX events is left to the next reconciliation."""
+    store = node.store
+    version, seen = store.data_version(), store.event_count()
+    while True:
+        await trio.sleep(interval)
+        newest = store.event_count()  # read before data_version: a commit in between is seen next time
+        if (v := store.data_version()) == version:
+            seen = newest  # every event since is our own, queued already
+            continue
+        version, ids, count = v, [], 0
+        for chunk in store.event_keys_since(seen):
+            seen, count = chunk[-1][0], count + len(chunk)
+            if count <= OFFER_MAX:
+                ids += [event_id for _seq, _at, event_id in chunk]
+        if count:
+            log.info("another process stored %d events%s", count,
+                     ": offering them to peers" if count <= OFFER_MAX else "; peers get them by reconciliation")
+        node.other_writer_committed(ids if count <= OFFER_MAX else [])
+
+
 async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
                    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
+    """Raises DataDirBusy when another process runs a node on this data dir."""
     if shutdown is None:
         shutdown = trio.Event()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(cfg.data_dir)
+    lock.acquire()  # before the key is read: one process signs with it
+    try:
+        await _run_locked(cfg, shutdown, lock, task_status)
+    finally:
+        lock.release()
+
+
+async def _run_locked(cfg: Config, shutdown: trio.Event, lock: DataDirLock, task_status: trio.TaskStatus[Running]) -> None:
     node = Node(cfg)  # opens the store first: nothing is served before it is open
     try:
         async with HttpFetcher(
             max_bytes=cfg.max_bundle_bytes, connect_timeout=cfg.connect_timeout, total_timeout=cfg.total_timeout,
-            retries=cfg.retries, allow_private=cfg.allow_private_addresses,
+            retries=cfg.retries, allow_private=cfg.allow_private_addresses, trusted=cfg.operator_urls,
         ) as fetcher, peer.new_client(cfg.connect_timeout) as client:
             peers = peer.PeerService(node, client, timeout=cfg.total_timeout)
             for p in cfg.peers:
@@ -99,15 +137,19 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
             async with trio.open_nursery() as nursery:
                 # the server stops by itself (gracefully) once `shutdown` is set
                 app = App(node, peers)
-                if cfg.http_workers:  # front processes serve the public port; we serve them
-                    public = await open_listeners(cfg.listen)
-                    binds = listener_urls(public)
-                    await nursery.start(partial(serve_http, app, f"unix:{node_socket(cfg)}", shutdown,
-                                                wrap=from_fronts))
-                else:
-                    binds = await nursery.start(serve_http, app, cfg.listen, shutdown)
+                try:
+                    if cfg.http_workers:  # front processes serve the public port; we serve them
+                        public = await open_listeners(cfg.listen)
+                        binds = listener_urls(public)
+                        await nursery.start(partial(serve_http, app, f"unix:{node_socket(cfg)}", shutdown,
+                                                    wrap=from_fronts))
+                    else:
+                        binds = await nursery.start(serve_http, app, cfg.listen, shutdown)
+                except OSError as exc:  # in use, not ours to bind: one line for the operator
+                    raise OSError(exc.errno, f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
                 if not cfg.public_url:
                     node.set_public_url(binds[0])
+                lock.note(url=binds[0], public_url=node.public_url)
                 if cfg.http_workers:
                     await nursery.start(run_fronts, cfg, public, node.public_url, shutdown)
                 running = Running(node, peers, poller, node.public_url, shutdown)
@@ -121,6 +163,7 @@ async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
                     tasks.start_soon(_every, cfg.gossip_interval * 4, discover, running)
                     tasks.start_soon(node.run_hooks)
                     tasks.start_soon(app.pages.sample)
+                    tasks.start_soon(notice_other_writers, node)
                     task_status.started(running)
                     await shutdown.wait()
                     log.info("shutting down")

@@ -560,6 +560,13 @@ class Node:
         self.identity = NodeIdentity(self.identity.key, self.public_url)
         self._touched(["*"])
 
+    def other_writer_committed(self, event_ids: list[str]) -> None:
+        """Another process stored these in our store (`pithnode import` or `sync`):
+        offer them to peers and wake whatever waits for a change (attestations)."""
+        if event_ids:
+            self.outbox.put(event_ids, None)
+        self._touched(["*"])
+
     async def sleep_until_changed(self, timeout: float) -> None:
         with trio.move_on_after(timeout):
             await self.changed.wait()
