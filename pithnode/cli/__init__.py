@@ -52,6 +52,18 @@ def config_from(args: argparse.Namespace) -> Config:
     return load_config(getattr(args, "config", None), data_dir=getattr(args, "data_dir", None))
 
 
+def unwritable(d: Path) -> str | None:
+    """Why files cannot be made in directory `d`, or None. A real write: the mode
+    bits do not tell (root, read-only mounts, ACLs)."""
+    probe = d / f".pithnode-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
 def writable_data_dir(cfg: Config) -> Path:
     """The data dir, created if needed; UsageError when it cannot be (a file in
     the way, no permission) or cannot be written."""
@@ -62,12 +74,8 @@ def writable_data_dir(cfg: Config) -> Path:
         raise UsageError(f"data dir {d} is a file, not a directory") from None
     except OSError as exc:
         raise UsageError(f"cannot create data dir {d}: {exc.strerror or exc}") from None
-    try:  # a real write: the permission bits do not tell (root, read-only mounts)
-        probe = d / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"data dir {d} is not writable: {exc.strerror or exc}") from None
+    if why := unwritable(d):
+        raise UsageError(f"data dir {d} is not writable: {why}")
     return d
 
 

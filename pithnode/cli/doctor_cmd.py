@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from . import EXIT_OK, EXIT_PROBLEM, config_from, print_json
+from . import EXAMPLE_CONFIG, EXIT_OK, EXIT_PROBLEM, config_from, print_json, unwritable
+
+CORRUPT_FIX = "stop the node, move the store aside (with its -wal and -shm files) and re-sync or import an export"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,18 +35,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         ring = cfg.trusted_ring()
         check("config", True, f"data_dir {cfg.data_dir}; {len(ring)} trusted registry key(s); listen {cfg.listen}")
     except ConfigError as exc:
-        check("config", False, str(exc), "fix the config file (see config/pithnode.example.toml)")
+        check("config", False, str(exc), f"fix the config file (every setting: {EXAMPLE_CONFIG})")
         return _report(args, checks)
     if not cfg.listen.startswith(("127.", "localhost", "[::1]")):
         check("listen", True, f"serving on {cfg.listen}, not loopback: make sure that is intended")
-    check("key", *_key_state(cfg.key_path))
-    check("store", *_store_state(cfg, deep=args.deep))
+    data_ok, detail, fix = _data_dir_state(cfg.data_dir)
+    check("data dir", data_ok, detail, fix)
+    if data_ok or cfg.data_dir.is_dir():  # (a data dir under a file holds no key or store to check)
+        check("key", *_key_state(cfg.key_path))
+        check("store", *_store_state(cfg, deep=args.deep))
     if not args.offline:
         import trio
 
         for url, ok, detail in trio.run(_reach, cfg):
             check(f"reach {url}", ok, detail, "check the URL, DNS and firewall; the node retries with back-off")
     return _report(args, checks)
+
+
+def _data_dir_state(d: Path) -> tuple[bool, str, str | None]:
+    """Whether the node can write its data dir (or create it: its nearest existing parent)."""
+    existing = next(p for p in (d, *d.parents) if p.exists())
+    if not existing.is_dir():
+        return False, f"{existing} is a file, so {d} cannot be a directory", "set data_dir (or --data-dir) elsewhere"
+    if why := unwritable(existing):
+        who = d if existing == d else f"{existing} (to create {d})"
+        return False, f"{who} is not writable: {why}", f"give the node's user write access to {existing}"
+    return True, f"{d} is writable" if existing == d else f"{d} will be created in {existing}", None
 
 
 def _key_state(path: Any) -> tuple[bool, str, str | None]:
@@ -74,7 +91,7 @@ def _store_state(cfg: Any, *, deep: bool) -> tuple[bool, str, str | None]:
         with Store(cfg.db_path, readonly=True) as store:
             result = store.integrity_check()
             if result != ["ok"]:
-                return False, f"integrity_check: {'; '.join(result[:5])}", "see docs/OPERATIONS.md, 'Corrupt store'"
+                return False, f"integrity_check: {'; '.join(result[:5])}", CORRUPT_FIX
             subjects = store.subjects()
             bad = []
             if deep:
@@ -91,7 +108,7 @@ def _store_state(cfg: Any, *, deep: bool) -> tuple[bool, str, str | None]:
     except StoreError as exc:
         if "schema upgrade" in str(exc):
             return False, str(exc), "run `pithnode run` (or any command that writes) once: it upgrades the schema"
-        return False, str(exc), "see docs/OPERATIONS.md, 'Corrupt store'"
+        return False, str(exc), CORRUPT_FIX
 
 
 async def _reach(cfg: Any) -> list[tuple[str, bool, str]]:

@@ -8,18 +8,19 @@ import signal
 
 from ..config import is_http_url
 from ..lock import holder
-from . import EXIT_OK, CommandError, UsageError, config_from, print_json, writable_data_dir
+from . import EXAMPLE_CONFIG, EXIT_OK, CommandError, UsageError, config_from, print_json, writable_data_dir
 
 log = logging.getLogger("pithnode")
 
-RUN_HELP = """\
+RUN_HELP = f"""\
 Run a mirror node: serve every record held at the registry's URLs, poll the
 followed records from their mirrors, gossip events with peers, sign this
 node's own timestamp and storage attestations, and report equivocations.
 
-Settings come from the TOML config (see config/pithnode.example.toml), then
+Settings come from the TOML config (every setting: {EXAMPLE_CONFIG}), then
 PITHNODE_* environment variables, then these flags. SIGTERM or Ctrl-C stops
-the node cleanly; everything committed stays, and a restart resumes.
+the node cleanly; everything committed stays, and a restart resumes. One
+node per data dir: a second `run` on it refuses, naming the first.
 """
 
 
