@@ -191,3 +191,10 @@ def test_readers_work_on_a_store_they_may_not_write_and_doctor_says_so():
         assert bad.get("store") is None, report  # the store itself reads fine
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_the_license_file_is_the_one_pyproject_names():
+    root = Path(__file__).parent.parent
+    assert 'license = { text = "Apache-2.0" }' in (root / "pyproject.toml").read_text()
+    text = (root / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in text
