@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import msgpack
 import trio
 
 from helpers import MIRRORS, REG, write_config
-from nodes import nodes
+from nodes import free_port, nodes, wait_up
 from pithnode.core import canonical_bytes, merge
 from pithnode.config import load_config
 from pithnode.node import peer
@@ -26,29 +25,11 @@ from pithnode.synth import synthetic_subject
 from pithnode.views import events_of
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(cfg_path: Path, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITHNODE_")}
     return subprocess.Popen([sys.executable, "-m", "pithnode", "run", "--config", str(cfg_path),
                              "--listen", f"127.0.0.1:{port}"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-async def wait_up(url: str) -> None:
-    with trio.fail_after(20):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
 
 
 async def test_sigterm_during_ingest_loses_nothing_acknowledged(tmp_path: Path):

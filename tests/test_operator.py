@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import trio
 
 from helpers import MIRRORS, REG, run_cli, write_config
-from nodes import connect, nodes
+from nodes import connect, free_port, nodes, wait_up
 from pithnode import __version__
 from pithnode.synth import synthetic_subject
 from pithnode.views import events_of
@@ -50,29 +49,11 @@ async def test_status_json_says_what_the_node_is_doing(tmp_path: Path):
     assert doc["uptime_seconds"] >= 0 and doc["started_at"].endswith("Z")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(cfg_path: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITHNODE_")}
     return subprocess.Popen([sys.executable, "-m", "pithnode", "run", "--config", str(cfg_path),
                              "--listen", f"127.0.0.1:{port}", *extra], env=env, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-async def wait_up(url: str) -> None:
-    with trio.fail_after(30):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
 
 
 def stop(proc: subprocess.Popen[str]) -> str:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import pytest
 import trio
 
 from helpers import MIRRORS, REG, write_config
+from nodes import free_port, wait_up
 from pithnode.node import peer
 from pithnode.node.http import Limits
 from pithnode.synth import synthetic_subject
@@ -89,9 +89,7 @@ def trace_node(workdir: Path) -> tuple[str, Path]:
         os.chown(data, 65534, 65534)  # reading (only) past a 0700 home that holds the interpreter
         drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search",
                 "--ambient-caps=+dac_read_search"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = workdir / "trace.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PITHNODE_")}
@@ -106,13 +104,8 @@ def trace_node(workdir: Path) -> tuple[str, Path]:
     try:
         async def exercise() -> None:
             with trio.fail_after(120):
+                await wait_up(url, 60)
                 async with httpx.AsyncClient(timeout=60) as client:
-                    while True:
-                        try:
-                            if (await client.get(url + "/healthz")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            await trio.sleep(0.2)
                     pn, evs = synthetic_subject(REG, 8800, 200, MIRRORS)  # enough for the worker processes
                     keys = [REG.entry(), *(m.entry() for m in MIRRORS)]
                     body = peer.encode({"v": 1, "events": [json.dumps(e).encode() for e in evs], "keys": keys})
