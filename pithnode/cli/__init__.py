@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def writable_data_dir(cfg: Config) -> Path:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line (for journald / log shippers): time, level, logger, message."""
+    """One JSON object a line (for journald / log shippers): time (UTC), level, logger, message."""
+
+    converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from typing import Any
 
 from ..config import is_http_url
 from ..lock import holder
@@ -104,6 +105,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return EXIT_OK
+    try:
+        _print_status(doc)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CommandError(f"{url}/status.json is not a pithnode node's status") from None
+    return EXIT_OK
+
+
+def _print_status(doc: dict[str, Any]) -> None:
     print(f"pithnode {doc['version']} at {doc['public_url']} (pid {doc['pid']}, up {doc['uptime_seconds']:.0f} s, "
           f"key {doc['key_id']})")
     print(f"  {doc['records']} records, {doc['events']} events, {doc['unmerged_records']} waiting for their merge")
@@ -115,4 +124,3 @@ def cmd_status(args: argparse.Namespace) -> int:
     for peer in doc["peers"]:
         state = "up" if peer["healthy"] else f"DOWN ({peer['failures']}x): {peer['error'] or 'not reached yet'}"
         print(f"  peer {peer['url']}: {state}; last exchange ok {peer['last_ok'] or 'never'}")
-    return EXIT_OK
