@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from helpers import MIRRORS, REG, run_cli, write_config
@@ -186,3 +187,22 @@ async def test_sync_gives_up_on_a_stalled_mirror_in_time_and_says_so(tmp_path: P
     assert not stalled["reachable"] and "deadline of 3 s" in stalled["error"]
     assert by_url[f"{srv.url}/pith/{code}/bundle.json"]["events_new"] == len(evs)
     assert rep["replicated"] and rep["event_count"] == len(evs)
+
+
+async def test_a_named_origin_is_trusted_and_a_redirect_off_it_is_guarded():
+    from httpserver import Route, running_server
+
+    from pithnode.net.fetch import FetchError, HttpFetcher
+
+    async with running_server() as named, running_server() as other:
+        named.static("/doc.json", b'{"a":1}')
+        other.static("/doc.json", b'{"b":2}')
+        named.routes["/away"] = Route(status=302, headers={"location": f"{other.url}/doc.json"})
+        named.routes["/home"] = Route(status=302, headers={"location": f"{named.url}/doc.json"})
+        async with HttpFetcher(retries=0, total_timeout=5.0, allow_private=False, trusted=[named.url]) as f:
+            assert (await f.get(f"{named.url}/doc.json")).body == b'{"a":1}'
+            assert (await f.get(f"{named.url}/home")).body == b'{"a":1}'  # same origin: still the named one
+            for url in (f"{other.url}/doc.json", f"{named.url}/away"):  # learned (a hint, a redirect): guarded
+                with pytest.raises(FetchError, match="private or local"):
+                    await f.get(url)
+        assert other.hits["/doc.json"] == 0
