@@ -34,7 +34,7 @@ class ResolveError(Exception):
 
 
 class BadId(ResolveError):
-    """The id cannot be read, or names nothing we could ask for: found before any network work."""
+    """The id cannot be read as any id form: found before any network work."""
 
 
 @dataclass
@@ -114,11 +114,11 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
         if len(codes) == 1:
             return Target(codes[0], None, [resolver_urls(m, codes[0])["bundle_url"] for m in mirrors], "short Pith number (local store)")
         if not codes:
-            raise BadId(
+            raise ResolveError(
                 f"no record with a code starting {ref.prefix} is held locally, and no resolver takes a short "
                 "Pith number: pass the full Pith number (pith:YYYY:CODE) or the 26-character code"
             )
-        raise BadId(f"short Pith number pith:{ref.prefix} is ambiguous: {', '.join(codes)}")
+        raise ResolveError(f"short Pith number pith:{ref.prefix} is ambiguous: {', '.join(codes)}")
     arxiv = arxiv_id_of(s)
     if arxiv is None:
         raise BadId(

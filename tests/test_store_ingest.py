@@ -363,7 +363,7 @@ def test_a_damaged_stored_document_is_a_store_error_naming_the_remedy(tmp_path: 
     c.close()
     with Store(cfg.db_path) as store:
         sid = store.subject(pn).id
-        with pytest.raises(StoreError, match="stored document is corrupt.*Corrupt store"):
+        with pytest.raises(StoreError, match="stored document is corrupt.*move it aside"):
             store.event_bodies(sid)
         (last,) = store.db.execute("SELECT event_id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         with pytest.raises(StoreError, match="stored document is corrupt"):

@@ -42,7 +42,7 @@ async def test_sync_by_every_id_form(tmp_path: Path):
         out = await sync(cfg, "2999.00001")
         assert out.returncode == 1 and "did not resolve" in json.loads(out.stdout)["error"]
         out = await trio.to_thread.run_sync(lambda: run_cli("sync", "not an id", config_path=cfg))
-        assert out.returncode == 1 and "cannot read" in out.stdout + out.stderr
+        assert out.returncode == 2 and "cannot read" in out.stderr and "Traceback" not in out.stderr  # bad input: 2
 
 
 async def test_conflicting_mirror_is_reported_with_evidence(tmp_path: Path):

@@ -149,7 +149,7 @@ def test_the_unit_lets_a_real_node_do_all_it_does():
         assert not wx, wx[:3]
 
     # ProtectSystem=strict: writes go to the StateDirectory (the data dir) or the private /tmp only
-    created = re.findall(r'(?:openat\(AT_FDCWD, "([^"]+)", [^)]*O_CREAT|mkdir\("([^"]+)"|'
+    created = re.findall(r'(?:openat\(AT_FDCWD, "([^"]+)", [^)\n]*O_CREAT|mkdir\("([^"]+)"|'
                          r'bind\(\d+, \{sa_family=AF_UNIX, sun_path="([^"]+)")', trace)
     paths = {p for groups in created for p in groups if p and not p.startswith("@")}
     outside = {p for p in paths if not p.startswith((str(data), str(workdir / "tmp"), "/dev/shm"))}
