@@ -126,21 +126,24 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
         )
     answers: dict[str, Any] = {}  # mirror -> its Pith reference, or why not
 
-    async def ask(mirror: str) -> None:  # every mirror at once: a stalled one does not hold the rest
+    async def ask(mirror: str, done: trio.CancelScope) -> None:
         url = f"{mirror.rstrip('/')}/api/pith-number/resolve?arxiv={quote(arxiv, safe='')}&json=true"
         try:
             res = await fetcher.get(url, max_bytes=max_bytes)
-            answers[mirror] = parse_pith_ref(parse_bundle(res.body, max_bytes)["pith_number"])  # any object with one
+            answers[mirror] = ref = parse_pith_ref(parse_bundle(res.body, max_bytes)["pith_number"])  # any object with one
         except FetchError as exc:
             answers[mirror] = str(exc)
         except (IngestError, ValueError, KeyError, TypeError) as exc:
             answers[mirror] = f"{url}: bad answer: {exc!r}"
+        else:
+            if ref.code:
+                done.cancel()  # the first that knows it answers for all: a stalled one holds nothing up
 
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery:  # every mirror at once
         for mirror in mirrors:
-            nursery.start_soon(ask, mirror)
+            nursery.start_soon(ask, mirror, nursery.cancel_scope)
     errors = []
-    for mirror in mirrors:  # the first mirror that knew it, in the order given
+    for mirror in mirrors:  # the one that knew it (the first given, if several answered at once)
         ref = answers.get(mirror, f"{mirror}: no answer")
         if isinstance(ref, str) or not ref.code:
             errors.append(str(ref))
@@ -178,7 +181,7 @@ async def sync(
     report = SyncReport(id=text)
     deadline = trio.current_time() + timeout
     late = f"no answer within the sync's deadline of {timeout:g} s (--timeout)"
-    with trio.move_on_at(deadline):
+    with trio.move_on_at(deadline) as scope:
         try:
             target = await resolve(text, mirrors=mirrors, store=store, fetcher=fetcher, max_bytes=max_bytes)
         except BadId:
@@ -186,7 +189,7 @@ async def sync(
         except ResolveError as exc:
             report.error = str(exc)
             return report
-    if trio.current_time() >= deadline:
+    if scope.cancelled_caught:
         report.error = f"{text}: {late}"
         return report
     report.resolved_by = target.how

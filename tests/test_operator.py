@@ -206,3 +206,30 @@ async def test_a_named_origin_is_trusted_and_a_redirect_off_it_is_guarded():
                 with pytest.raises(FetchError, match="private or local"):
                     await f.get(url)
         assert other.hits["/doc.json"] == 0
+
+
+async def test_an_arxiv_id_resolves_while_one_resolver_stalls(tmp_path: Path):
+    from httpserver import TestServer, running_server
+
+    class Stalled(TestServer):
+        async def app(self, scope, receive, send):  # type: ignore[no-untyped-def]
+            if scope["type"] == "http" and scope["path"] == "/api/pith-number/resolve":
+                await trio.sleep_forever()
+            await super().app(scope, receive, send)
+
+    pn, evs = synthetic_subject(REG, 7500, 6, MIRRORS)
+    code = pn.rsplit(":", 1)[-1]
+    cfg = write_config(tmp_path, retries=3, total_timeout=60.0)
+    async with running_server(Stalled()) as stalled, running_server() as good:
+        good.resolve["2612.01234"] = {"pith_number": pn}
+        bundle = json.dumps(REG.bundle(pn, evs, keys=MIRRORS, base_url=good.url)).encode()
+        good.static(f"/pith/{code}/bundle.json", bundle)
+        stalled.static(f"/pith/{code}/bundle.json", bundle)
+        r = await trio.to_thread.run_sync(lambda: run_cli(
+            "sync", "2612.01234", "--mirror", stalled.url, "--mirror", good.url, "--timeout", "20", "--json",
+            config_path=cfg, timeout=60))
+    rep = json.loads(r.stdout)
+    assert r.returncode == 0, rep
+    assert rep["pith_number"] == pn and rep["resolved_by"] == f"arXiv 2612.01234 via {good.url}"
+    assert {s["url"] for s in rep["sources"] if s["reachable"]} == {f"{stalled.url}/pith/{code}/bundle.json",
+                                                                     f"{good.url}/pith/{code}/bundle.json"}
