@@ -98,15 +98,18 @@ async def notice_other_writers(node: Node, interval: float = 1.0) -> None:
         if (v := store.data_version()) == version:
             seen = newest  # every event since is our own, queued already
             continue
-        version, ids, count = v, [], 0
+        version, ids, last = v, [], seen
         for chunk in store.event_keys_since(seen):
-            seen, count = chunk[-1][0], count + len(chunk)
-            if count <= OFFER_MAX:
-                ids += [event_id for _seq, _at, event_id in chunk]
-        if count:
-            log.info("another process stored %d events%s", count,
-                     ": offering them to peers" if count <= OFFER_MAX else "; peers get them by reconciliation")
-        node.other_writer_committed(ids if count <= OFFER_MAX else [])
+            ids += [event_id for _seq, _at, event_id in chunk]
+            last = chunk[-1][0]
+            if len(ids) > OFFER_MAX:  # not read further on the event loop
+                break
+        bulk = len(ids) > OFFER_MAX
+        seen = store.event_count() if bulk else last
+        if ids:
+            log.info("another process stored %s events: %s", f"over {OFFER_MAX}" if bulk else len(ids),
+                     "peers get them by reconciliation" if bulk else "offering them to peers")
+        node.other_writer_committed([] if bulk else ids)
 
 
 async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
