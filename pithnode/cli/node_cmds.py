@@ -119,7 +119,7 @@ def _print_status(doc: dict[str, Any]) -> None:
     if doc["followed"]:
         print(f"  following: {', '.join(doc['followed'])}")
     for src in doc["sources"]:
-        outcome = "ok" if src["ok"] else f"FAILING ({src['failures']}x): {src['error']}"
+        outcome = "ok" if not src["failures"] else f"FAILING ({src['failures']}x): {src['error']}"
         print(f"  source {src['url']}: last poll {src['last_attempt'] or 'never'}: {outcome}")
     for peer in doc["peers"]:
         state = "up" if peer["healthy"] else f"DOWN ({peer['failures']}x): {peer['error'] or 'not reached yet'}"
