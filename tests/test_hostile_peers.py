@@ -197,13 +197,16 @@ async def test_reconciliation_work_is_charged_to_the_peer_and_done_off_the_event
                                                              fingerprint=os.urandom(12))]
         heavy = peer_mod.encode({"v": 1, "msg": reconcile.encode(ranges)})
         statuses: list[int] = []
+        retry_after: list[str | None] = []
         honest: list[int] = []
 
         async def attacker() -> None:
             async with httpx.AsyncClient(timeout=60) as client:
                 for _ in range(40):
-                    statuses.append((await client.post(f"{a.url}/peer/v1/reconcile", content=heavy)).status_code)
-                    if statuses[-1] == 429:
+                    r = await client.post(f"{a.url}/peer/v1/reconcile", content=heavy)
+                    statuses.append(r.status_code)
+                    if r.status_code == 429:
+                        retry_after.append(r.headers.get("retry-after"))
                         return
 
         async def checker() -> None:
@@ -218,6 +221,7 @@ async def test_reconciliation_work_is_charged_to_the_peer_and_done_off_the_event
                 nursery.start_soon(attacker)
                 nursery.start_soon(checker)
         assert statuses[-1] == 429 and 200 in statuses and len(statuses) < 40
+        assert retry_after == ["1"]  # a well-behaved peer knows when to come back
         assert honest and set(honest) == {200}
 
 

@@ -239,7 +239,8 @@ class PeerService:
             if kind == "reconcile":
                 if self.cpu.left(address, trio.current_time()) <= 0:
                     m.gossip.labels(kind=kind, direction="in", outcome="rate_limited").inc()
-                    raise HttpError(429, "reconciliation CPU budget of this address spent: retry later")
+                    raise HttpError(429, "reconciliation CPU budget of this address spent: retry later",
+                                    [(b"retry-after", b"1")])
                 reply, cpu = await self._reconcile_work(Reconciler(await self.reconcile_set()).respond, msg.get("msg"))
                 self.cpu.spend(address, cpu, trio.current_time())
                 out: dict[str, Any] = {"v": VERSION, "msg": reply}
