@@ -269,12 +269,13 @@ async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_onc
     """One reconciliation over the set built once, its ids fetched MAX_NEED
     at a time, stored APPLY_BATCH at a time, every subject merged once at the
     end: the states equal the source's."""
+    from pithnode.node import gossip
     from pithnode.node import peer as peer_mod
 
     from pithnode.core import reconcile
 
     monkeypatch.setattr(reconcile, "MAX_REPLY_IDS", 20)  # a reply lists 20 ids: many rounds, as at 1M events
-    monkeypatch.setattr(peer_mod, "MAX_NEED", 40)
+    monkeypatch.setattr(gossip, "MAX_NEED", 40)  # the sync steps (node/gossip.py)
     monkeypatch.setattr(peer_mod, "APPLY_BATCH", 15)
     monkeypatch.setattr(peer_mod, "MAX_EVENTS", 5)  # events per answer: three answers per commit
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
@@ -495,10 +496,11 @@ async def test_a_sync_against_a_lying_peer_ends_within_its_round_caps(tmp_path: 
     import os
 
     from pithnode.core import reconcile
+    from pithnode.node import gossip
     from pithnode.node import peer as peer_mod
 
     monkeypatch.setattr(reconcile, "MAX_REPLY_IDS", 20)
-    monkeypatch.setattr(peer_mod, "MAX_NEED", 30)
+    monkeypatch.setattr(gossip, "MAX_NEED", 30)  # the sync steps (node/gossip.py)
     async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
         for i in range(10):
             await seed(a, 2100 + i, 30)

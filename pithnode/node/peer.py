@@ -21,13 +21,11 @@ round trip; d missing events cost O(d) (see core/reconcile.py).
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import logging
 import random
 import time
 from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -39,6 +37,8 @@ from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..net.fetch import FetchError, check_url, trusted_origins
 from ..store import Store, StoreError
 from ..timeutil import utc_now
+from .gossip import (MAX_IDLE_ROUNDS, MAX_NEED, MAX_PEERS_PER_SOURCE, MAX_URL, PEER_MAX_FAILURES,  # noqa: F401
+                     PeerState, PeerTable, sync_steps)
 from .h1 import HttpError
 from .service import Budget, Node
 
@@ -51,17 +51,10 @@ MAX_IDS = 5_000  # per events request
 MAX_EVENTS = 2_000  # per push or events answer
 ANSWER_BYTES = 8 * 1024 * 1024  # event bytes per answer or push: with keys and framing, well under the message cap
 MIN_ANSWER_BYTES = 1024 * 1024  # an asker's smaller budget is raised to this (an event is at most 262,144 bytes)
-MAX_URL = 300  # a peer's URL (`from`), longer ones refused
 MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
-MAX_ROUNDS = 1_000  # a reply lists at most 50k ids (core/reconcile.py): enough for 50M events apart
-MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes ~log16(n) of them
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
-MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
 SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewrite on the event loop (~0.12 s)
-MAX_PEERS = 64  # learned peers (operator-named ones are not counted and never displaced)
-MAX_PEERS_PER_SOURCE = 4  # learned peers one client address (or discovery) may have in the list
-PEER_MAX_FAILURES = 8  # a learned peer failing this many exchanges in a row is dropped (~8 min of back-off)
 CPU_BURST = 20  # seconds of `peer_cpu_share` a client address may spend at once
 
 
@@ -119,23 +112,12 @@ def parse_events(msg: dict[str, Any]) -> tuple[list[bytes], list[Any]]:
     return _list(msg, "events", MAX_EVENTS, bytes), _list(msg, "keys", MAX_KEYS, dict)
 
 
-@dataclass
-class PeerState:
-    url: str
-    healthy: bool = False
-    is_peer: bool = True  # False once it answered 404 to the peer protocol (a plain mirror)
-    last_ok: str | None = None
-    last_error: str | None = None
-    failures: int = 0
-    next_try: float = 0.0
-    operator: bool = False  # named by the operator: always kept, exempt from the stranger budgets
-    via: str | None = None  # who made us learn it (a client address, "discovery")
-    order: int = 0  # when it was added, in order
-
-    def merit(self) -> tuple[bool, str, int, int]:
-        """Learned peers compete on this (the least is displaced first): answering
-        now, then the last time it did, then fewer failures, then age."""
-        return (self.healthy, self.last_ok or "", -self.failures, self.order)
+def events_request(msg: dict[str, Any]) -> tuple[list[str], int]:
+    """The ids an events request asks for (at most MAX_EVENTS: the asker asks
+    again for the rest) and the event bytes its answer may hold."""
+    budget = msg.get("max_bytes")
+    return (_list(msg, "ids", MAX_IDS, str)[:MAX_EVENTS],
+            min(ANSWER_BYTES, max(MIN_ANSWER_BYTES, budget if type(budget) is int else ANSWER_BYTES)))
 
 
 class PeerService:
@@ -145,14 +127,13 @@ class PeerService:
 
     def __init__(self, node: Node, client: httpx.AsyncClient | None = None, *, timeout: float = 20.0):
         self.node = node
-        self.peers: dict[str, PeerState] = {}
+        self.peers = PeerTable(node.public_url)
         self.client = client
         self.timeout = timeout
         self._set: tuple[int, ReconcileSet] | None = None  # (the store's newest seq it holds, the set)
         self._set_lock = trio.Lock()
         self.wire = {"requests": 0, "bytes_out": 0, "bytes_in": 0}  # what this node's client sent and got
         self._rng = random.Random()
-        self._order = itertools.count()
         self._work_lock = trio.Lock()  # one reconciliation computed at a time, off the event loop
         cfg = node.cfg
         self.cpu = Budget(cfg.peer_cpu_share, cfg.peer_cpu_share * CPU_BURST)  # reconciliation CPU per address
@@ -160,34 +141,15 @@ class PeerService:
     # -- peers -------------------------------------------------------------------
 
     def add_peer(self, url: str, *, operator: bool = False, via: str | None = None) -> bool:
-        """Add a peer; True if it is (now) in the list. The operator's peers always
-        are. A learned one takes a free place, else the place of the least merited
-        learned peer of the same source (once that source has MAX_PEERS_PER_SOURCE),
-        else of the least merited one not answering now: peers that answer are never
-        displaced by newcomers, and strangers cannot push the operator's out."""
-        url = url.rstrip("/")
-        if not url.startswith(("http://", "https://")) or len(url) > MAX_URL or url == self.node.public_url:
-            return False
-        if url in self.peers:
-            self.peers[url].operator |= operator
-            return True
-        if not operator:
-            learned = [st for st in self.peers.values() if not st.operator]
-            same = [st for st in learned if st.via == via]
-            if len(same) >= MAX_PEERS_PER_SOURCE:
-                victim: PeerState | None = min(same, key=PeerState.merit)
-            elif len(learned) >= MAX_PEERS:
-                victim = min((st for st in learned if not st.healthy), key=PeerState.merit, default=None)
-                if victim is None:
-                    return False
-            else:
-                victim = None
-            if victim is not None:
-                del self.peers[victim.url]
-                log.info("peer dropped for a newcomer: %s", victim.url)
-        self.peers[url] = PeerState(url, operator=operator, via=via, order=next(self._order))
-        log.info("peer added: %s%s", url, " (operator)" if operator else f" (learned from {via})")
-        return True
+        """Add a peer (the policy: PeerTable.add); True if it is (now) in the list."""
+        self.peers.own_url = self.node.public_url  # known once the listener is bound
+        known = url.rstrip("/") in self.peers
+        added, victim = self.peers.add(url, operator=operator, via=via)
+        if victim is not None:
+            log.info("peer dropped for a newcomer: %s", victim)
+        if added and not known:
+            log.info("peer added: %s%s", url, " (operator)" if operator else f" (learned from {via})")
+        return added
 
     async def _reconcile_work(self, fn: Any, arg: Any) -> tuple[Any, float]:
         """`fn(arg)` over our reconciliation set, on a thread (the event loop stays
@@ -245,9 +207,7 @@ class PeerService:
                 self.cpu.spend(address, cpu, trio.current_time())
                 out: dict[str, Any] = {"v": VERSION, "msg": reply}
             elif kind == "events":
-                ids = _list(msg, "ids", MAX_IDS, str)[:MAX_EVENTS]  # at most MAX_EVENTS: ask again for the rest
-                budget = msg.get("max_bytes")
-                budget = min(ANSWER_BYTES, max(MIN_ANSWER_BYTES, budget if type(budget) is int else ANSWER_BYTES))
+                ids, budget = events_request(msg)
                 payload, used = self.events_payload(ids, budget)
                 out = {"v": VERSION, **payload, **({"next": used} if used < len(ids) else {})}
             else:
@@ -322,34 +282,21 @@ class PeerService:
         Fetched events are stored as they come and each touched subject is
         merged once, at the end (readers see them then). Returns (fetched, pushed)."""
         rec = Reconciler(await self.reconcile_set())
-        msg: bytes | None = rec.initiate()
-        fetched = pushed = idle = unfetched = 0
-        for _round in range(MAX_ROUNDS):
-            reply = (await self.post(url, "reconcile", {"msg": msg})).get("msg")
-            if reply is None:
-                break
-            learned = len(rec.need) + len(rec.have)
-            msg, _cpu = await self._reconcile_work(rec.reconcile, reply)
-            idle = idle + 1 if len(rec.need) + len(rec.have) == learned else 0
-            unfetched = unfetched + 1 if rec.need else 0
-            if msg is None or idle > MAX_IDLE_ROUNDS:
-                break
-            # Progress is what gets stored, not what the peer says: ids it names are
-            # fetched at the latest MAX_IDLE_ROUNDS rounds after, and the sync stops
-            # at the first fetch that stores nothing new (a peer teaching one fake id
-            # per round kept a sync going for MAX_ROUNDS rounds).
-            if len(rec.need) >= MAX_NEED or unfetched > MAX_IDLE_ROUNDS:
-                need, rec.need = rec.need, set()
-                unfetched = 0
-                got = await self._fetch(url, sorted(need))
-                if not got:  # the peer names events it will not serve (or only bad ones): stop here
-                    break
-                fetched += got
-            if len(rec.have) >= MAX_NEED:
-                have, rec.have = rec.have, set()
-                pushed += await self.push_to(url, sorted(have))
-        fetched += await self._fetch(url, sorted(rec.need))
-        pushed += await self.push_to(url, sorted(rec.have))
+        steps = sync_steps(rec)
+        answer: Any = None
+        try:
+            while True:
+                kind, arg = steps.send(answer)
+                if kind == "reconcile":
+                    answer = (await self.post(url, "reconcile", {"msg": arg})).get("msg")
+                elif kind == "compute":
+                    answer, _cpu = await self._reconcile_work(rec.reconcile, arg)
+                elif kind == "fetch":
+                    answer = await self._fetch(url, arg)
+                else:
+                    answer = await self.push_to(url, arg)
+        except StopIteration as done:
+            fetched, pushed = done.value
         await self.node.merge_pending(f"peer {url}")
         return fetched, pushed
 
@@ -424,7 +371,7 @@ class PeerService:
         if state is None:  # displaced meanwhile
             return
         try:
-            await fn(url, *args)
+            result = await fn(url, *args)
         except StoreError as exc:  # our disk, not the peer: no back-off for it, just say so
             self.node.metrics.store_errors.inc()
             log.error("store: %s (exchange with %s abandoned; nothing half-stored)", exc, url)
@@ -432,32 +379,27 @@ class PeerService:
             log.error("worker processes died (%s): exchange with %s abandoned, nothing half-stored; "
                       "new workers take the next round", exc, url)
         except PEER_FAULTS as exc:
-            state.healthy = False
-            state.failures += 1
-            state.last_error = str(exc)[:300] or type(exc).__name__
-            if isinstance(exc, FetchError) and exc.status == 404:
-                state.is_peer = False
-            state.next_try = trio.current_time() + min(600.0, 2.0 ** min(state.failures, 10)) * (0.5 + self._rng.random())
             self.node.metrics.gossip.labels(kind="exchange", direction="out", outcome="failed").inc()
+            dropped = self.peers.failed(state, str(exc) or type(exc).__name__, trio.current_time(), self._rng,
+                                        not_peer=isinstance(exc, FetchError) and exc.status == 404)
             log.log(logging.WARNING if getattr(exc, "refused", False) else logging.INFO, "peer %s: %s", url,
                     state.last_error)
-            if not state.operator and state.failures >= PEER_MAX_FAILURES and self.peers.get(url) is state:
-                del self.peers[url]
+            if dropped:
                 log.info("peer dropped after %d failures in a row: %s", state.failures, url)
         else:
-            state.healthy, state.failures, state.last_ok, state.last_error = True, 0, utc_now(), None
+            news = isinstance(result, tuple) and result[0] > 0  # a sync that fetched something new
+            self.peers.succeeded(state, utc_now(), news_at=trio.current_time() if news else None)
 
     async def run(self, interval: float) -> None:
-        """Forever: push new events as they arrive, and reconcile with every
-        peer every `interval` seconds (with jitter) to heal what pushes missed."""
+        """Forever: push new events as they arrive, and every `interval` seconds
+        (with jitter) reconcile with the round's peers (PeerTable.round_peers)
+        to heal what pushes missed."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._push_loop)
             while True:
-                now = trio.current_time()
                 async with trio.open_nursery() as round_:
-                    for url, st in list(self.peers.items()):
-                        if st.is_peer and st.next_try <= now:
-                            round_.start_soon(self._guarded, url, self.sync_with)
+                    for url in self.peers.round_peers(trio.current_time(), self._rng):
+                        round_.start_soon(self._guarded, url, self.sync_with)
                 if self.node.unmerged:  # a sync that failed half-way (or a crash before start) left them
                     await self._guarded_merge()
                 await trio.sleep(interval * (0.75 + 0.5 * self._rng.random()))
@@ -466,14 +408,10 @@ class PeerService:
         outbox = self.node.outbox
         while True:
             await outbox.wakeup.wait()
-            items = outbox.take()
+            targets = self.peers.push_targets(outbox.take(), trio.current_time(), self._rng)
             async with trio.open_nursery() as nursery:
-                for url, st in list(self.peers.items()):
-                    if not st.is_peer:
-                        continue
-                    ids = [e for e, origin in items if origin != url]
-                    if ids:
-                        nursery.start_soon(self._guarded, url, self.push_to, ids)
+                for url, ids in targets.items():
+                    nursery.start_soon(self._guarded, url, self.push_to, ids)
 
 
 def _build_set(path: str) -> ReconcileSet:
