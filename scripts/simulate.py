@@ -1,0 +1,125 @@
+"""Simulate thousands of pithnode nodes running the shipped peer logic over an
+in-memory network, in virtual time (pithnode/sim.py; results in docs/SCALE.md).
+
+    python scripts/simulate.py --nodes 1000 --byzantine 0.3 --seed 1 --json
+    python scripts/simulate.py --sweep nodes --out docs/scale   # a series of docs/SCALE.md
+    python scripts/simulate.py --plot --out docs/scale          # its plots (the [bench] extra)
+
+Deterministic for a --seed. Prints one JSON object (--json) or a short summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pithnode.sim import simulate  # noqa: E402
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
+SERIES = {  # name: (x label, runs as keyword arguments of simulate)
+    "nodes": ("nodes (30% Byzantine, a partition of half healed)",
+              [dict(nodes=n, byzantine=0.3, partition=0.5) for n in (100, 300, 1000, 3000)]),
+    "byzantine": ("Byzantine share (1,000 nodes)", [dict(nodes=1000, byzantine=f) for f in (0, .1, .2, .3, .4, .5)]),
+    "degree": ("peer list size (1,000 nodes, 30% Byzantine)",
+               [dict(nodes=1000, degree=k, byzantine=0.3) for k in (4, 8, 16, 32, 64)]),
+}
+
+
+def sweep(out_dir: Path, name: str, seed: int) -> None:
+    """One series of docs/SCALE.md, each run in lockstep and jittered, as JSON lines in DIR/<name>.jsonl."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with (out_dir / f"{name}.jsonl").open("a") as log:
+        for kw in SERIES[name][1]:
+            for lockstep in (True, False):
+                res = {"series": name, **simulate(seed=seed, lockstep=lockstep, **kw)}  # type: ignore[arg-type]
+                log.write(json.dumps(res) + "\n")
+                log.flush()
+
+
+def plot(out_dir: Path) -> None:
+    """DIR/rounds-vs-<series>.png from DIR/<series>.jsonl."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for name, (xlabel, _runs) in SERIES.items():
+        path = out_dir / f"{name}.jsonl"
+        if not path.exists():
+            continue
+        runs = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r[name])
+        fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
+        for lockstep, style in ((True, "-o"), (False, "--s")):
+            mine = [r for r in runs if r["lockstep"] == lockstep]
+            xs = [r[name] for r in mine]
+            label = "lockstep" if lockstep else "jittered"
+            ax.plot(xs, [r["rounds_to_all_honest"] or 0 for r in mine], style, label=f"new event ({label})")
+            ax.plot(xs, [r["equivocation_known_by_all_honest_rounds"] or 0 for r in mine], style, alpha=0.45,
+                    label=f"fork known ({label})")
+            if name == "nodes":
+                ax.plot(xs, [(r.get("after_heal") or {}).get("rounds_to_all_honest") or 0 for r in mine], style,
+                        alpha=0.3, label=f"after heal ({label})")
+        if name == "nodes":
+            ax.set_xscale("log")
+            xs = sorted({r["nodes"] for r in runs})
+            ax.plot(xs, [math.log2(x) + 2 for x in xs], ":", color="grey", label="log2(n)+2")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("rounds until all honest nodes")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(out_dir / f"rounds-vs-{name}.png")
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--degree", type=int, default=16, help="learned peers a node keeps (its peer list)")
+    p.add_argument("--fanout", type=int, default=4, help="learned peers reconciled with per round")
+    p.add_argument("--byzantine", type=fraction, default=0.0, help="share of Byzantine nodes")
+    p.add_argument("--churn", type=fraction, default=0.0, help="share of honest nodes offline at any time")
+    p.add_argument("--partition", type=fraction, default=0.0, help="share of nodes cut off, then healed")
+    p.add_argument("--partition-rounds", type=int, default=10)
+    p.add_argument("--jittered", action="store_true",
+                   help="serve what arrives at once (independent timers) instead of from the next round")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--sweep", choices=sorted(SERIES), help="run one series of docs/SCALE.md into --out")
+    p.add_argument("--plot", action="store_true", help="plot the series found in --out")
+    p.add_argument("--out", type=Path, default=Path("docs/scale"))
+    args = p.parse_args(argv)
+    if args.nodes < 4 or args.degree < 1 or args.fanout < 1:
+        p.error("--nodes must be at least 4, --degree and --fanout at least 1")
+    if args.sweep or args.plot:
+        if args.sweep:
+            sweep(args.out, args.sweep, args.seed)
+        if args.plot:
+            plot(args.out)
+        return 0
+    res = simulate(nodes=args.nodes, degree=args.degree, fanout=args.fanout, byzantine=args.byzantine,
+                   churn=args.churn, partition=args.partition, partition_rounds=args.partition_rounds,
+                   seed=args.seed, lockstep=not args.jittered)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
