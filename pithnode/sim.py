@@ -143,9 +143,10 @@ class SimNode:
         fresh = [b for b in raw if len(b) <= MAX_EVENT_BYTES]
         entries = self.net.base_key_list + [k for k in keys if isinstance(k, dict)]  # honest answers carry their keys
         new = 0
-        for subject, adm, _light in admit_raw(fresh, entries, MAX_EVENT_BYTES):
-            if not adm.admitted or adm.event_id in self.bodies or adm.event_id in self.pending:
-                continue
+        for _subject, adm, _light in admit_raw(fresh, entries, MAX_EVENT_BYTES):
+            eid = adm.event_id
+            if not adm.admitted or eid is None or adm.body is None or eid in self.bodies or eid in self.pending:
+                continue  # refused, or held
             body = unpack(adm.body)
             ev = parse_json(body)
             fp = ev["signer"]["public_key_fingerprint"]
@@ -155,9 +156,9 @@ class SimNode:
                     continue
                 self.keys[fp] = entry
             if self.net.lockstep:  # served from the next round on
-                self.pending[adm.event_id] = (body, fp, ev, origin)
+                self.pending[eid] = (body, fp, ev, origin)
             else:
-                self.store(adm.event_id, body, fp, ev, origin)
+                self.store(eid, body, fp, ev, origin)
             new += 1
         return new
 
