@@ -15,13 +15,14 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from .core.keys import REGISTRY_FINGERPRINT, KeyRing, default_registry_ring
+from .errors import InputError
 
 PRIMARY_RESOLVER = "https://pith.science"
 ENV_PREFIX = "PITHNODE_"
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(ValueError, InputError):
+    """A setting that cannot be used; the message names it."""
 
 
 @dataclass(frozen=True)

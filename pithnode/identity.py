@@ -11,10 +11,11 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from .core.keys import KeyRing, fingerprint_hex
+from .errors import InputError
 
 
-class KeyFileError(Exception):
-    pass
+class KeyFileError(InputError):
+    """A key file that cannot be used (mode, contents); the message says how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from .core import (
     parse_json,
     split_pith_number,
 )
+from .errors import InputError
 from .store import NewEvent, Store, pack, unpack
 from .workers import WorkerPool
 
@@ -55,7 +56,7 @@ class Quotas:
         counts = store.signer_counts(subject_id)
         signers = sum(1 for fp in counts if fp not in registry)  # the registry takes no place under the cap
         kept, kept_bodies, refused = [], [], []
-        for e, b in zip(events, bodies):
+        for e, b in zip(events, bodies, strict=True):
             fp = e["signer"]["public_key_fingerprint"]
             if fp not in registry:
                 if (counts[fp] >= self.max_events_per_signer if fp in counts
@@ -69,7 +70,7 @@ class Quotas:
         return kept, kept_bodies, refused
 
 
-class IngestError(ValueError):
+class IngestError(ValueError, InputError):
     """Input that cannot be ingested at all (not JSON, too large, not a bundle)."""
 
 
@@ -235,7 +236,7 @@ def _store_admitted(
     store.add_keys(ring, sorted(needed), now)
     rows = [
         NewEvent(e["event_id"], e["created_at"], e["event_type"], e["signer"]["public_key_fingerprint"], body)
-        for e, body in zip(events, bodies)
+        for e, body in zip(events, bodies, strict=True)
     ]
     result.new_event_ids = store.add_events(subject_id, rows, result.source, now)
     result.known = len(events) - len(result.new_event_ids)
@@ -260,7 +261,7 @@ def _store_admitted(
 
 def _rejections(admissions: Iterable[Admission], objs: list[Any]) -> list[dict[str, Any]]:
     out = []
-    for i, (adm, obj) in enumerate(zip(admissions, objs)):
+    for i, (adm, obj) in enumerate(zip(admissions, objs, strict=False)):  # none past the event cap
         if not adm.admitted:
             claimed = obj.get("event_id") if isinstance(obj, dict) and isinstance(obj.get("event_id"), str) else None
             out.append({"index": i, "event_id": claimed, "reason": adm.reason, "detail": adm.detail})
@@ -375,7 +376,7 @@ def ingest_events(
         admissions = [admit(o, pith_number, ring) for o in objs]
     seen: set[str] = set()
     events, bodies = [], []
-    for adm, obj in zip(admissions, objs):
+    for adm, obj in zip(admissions, objs, strict=False):  # none past the event cap
         if adm.admitted and adm.event_id not in seen:
             seen.add(adm.event_id)  # type: ignore[arg-type]
             events.append(obj)
@@ -506,7 +507,7 @@ def _worker_check(data: bytes) -> tuple[dict[str, Any], BundleReport] | str:
     objs = bundle.get("events") if isinstance(bundle.get("events"), list) else []
     slim = {k: bundle.get(k) for k in ("pith_number", "built_at", "public_keys")}
     slim["state"] = {} if isinstance(bundle.get("state"), dict) else None
-    slim["events"] = [None if a.admitted else o for a, o in zip(report.admission, objs)]  # rejected ones, for reports
+    slim["events"] = [None if a.admitted else o for a, o in zip(report.admission, objs, strict=False)]  # rejected ones, for reports
     slim["_state_bytes"] = pack(canonical_bytes(report.state)) if report.state is not None else None
     return slim, report
 

@@ -16,10 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import ResourceError
+
 LOCK_NAME = "node.lock"
 
 
-class DataDirBusy(Exception):
+class DataDirBusy(ResourceError):
     """Another process holds the data dir; the message names it."""
 
 

@@ -19,13 +19,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import apsw
 import zstandard
 
 from .core.keys import KeyRing
+from .errors import ResourceError
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ MAX_HINT_BASES = 10_000  # mirrors learned from mirror_hint events
 MAX_KEY_ID = 200  # a key entry's key_id longer than this is not stored (the key is, named key-<fingerprint>)
 
 
-class StoreError(Exception):
+class StoreError(ResourceError):
     """A store problem an operator can act on; the message says what to do."""
 
 
@@ -635,7 +636,7 @@ class Store:
         (SQLite caps the number of parameters of one statement), found by key."""
         pairs = [(k, i) for i in dict.fromkeys(event_ids) if (k := event_key(i)) is not None]
         for n in range(0, len(pairs), 500):
-            keys, ids = zip(*pairs[n : n + 500])
+            keys, ids = zip(*pairs[n : n + 500], strict=True)
             marks = ",".join("?" * len(ids))
             yield from self.db.execute(f"{select} WHERE e.key IN ({marks}) AND e.event_id IN ({marks})", keys + ids)
 
@@ -676,9 +677,10 @@ class Store:
         parsed once per connection: a call reads only those stored since the last
         (re-parsing 2,000 max-size hints at every rebuild of /pith-mirrors.json
         cost 0.6 s and 450 MB on the event loop)."""
-        seq, bases = self._hints
+        last, bases = self._hints
         for seq, body in self.db.execute(
-                "SELECT seq, body FROM events WHERE event_type='mirror_hint' AND seq > ? ORDER BY seq", (seq,)):
+                "SELECT seq, body FROM events WHERE event_type='mirror_hint' AND seq > ? ORDER BY seq", (last,)):
+            last = seq
             try:
                 payload = json.loads(unpack(body)).get("payload")
             except (ValueError, StoreError):
@@ -687,7 +689,7 @@ class Store:
             if len(bases) < MAX_HINT_BASES and isinstance(base, str) and len(base) <= 300 \
                     and base.startswith(("http://", "https://")):
                 bases.setdefault(base.rstrip("/"), str(payload.get("name") or base)[:200])
-        self._hints = (seq, bases)
+        self._hints = (last, bases)
         return bases
 
     def event_bodies(self, subject_id: int, merged_only: bool = False) -> list[bytes]:
@@ -829,7 +831,7 @@ class Store:
     def rejection_tally(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Rejections per (source, reason), most recently seen first."""
         keys = ("source", "reason", "count", "first_at", "last_at")
-        return [dict(zip(keys, r)) for r in self.db.execute(
+        return [dict(zip(keys, r, strict=True)) for r in self.db.execute(
             "SELECT source, reason, count, first_at, last_at FROM rejection_tally ORDER BY touched DESC LIMIT ?",
             (limit,))]
 
@@ -839,7 +841,7 @@ class Store:
             (since or "", limit),
         )
         keys = ("subject", "event_id", "reason", "detail", "source", "at")
-        return [dict(zip(keys, r)) for r in rows]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
 
     def add_report(self, kind: str, subject: str, dedupe: str, detail: dict[str, Any], source: str | None, at: str) -> bool:
         """Record a report once per `dedupe` key (its detail is refreshed); True if it is new."""
@@ -917,7 +919,7 @@ class Store:
         if row is None:
             return None
         keys = ("url", "subject", "kind", "etag", "last_modified", "last_success", "last_attempt", "failures", "last_error", "built_at")
-        return dict(zip(keys, row))
+        return dict(zip(keys, row, strict=True))
 
     def sources(self, subject: str | None = None) -> list[dict[str, Any]]:
         urls = [r[0] for r in self.db.execute("SELECT url FROM sources WHERE ?1 IS NULL OR subject=?1 ORDER BY url", (subject,))]

@@ -19,8 +19,9 @@ from urllib.parse import quote, urlsplit
 import trio
 
 from .core import KeyRing, parse_pith_ref, resolver_urls
+from .errors import InputError
 from .ingest import IngestError, ingest_bundle, parse_bundle
-from .net.fetch import FetchError, Fetcher
+from .net.fetch import Fetcher, FetchError
 from .store import Store
 from .views import arxiv_id_of, local_matches
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 MAX_SOURCES = 32
 
 
-class ResolveError(Exception):
+class ResolveError(InputError):
     """The id names no record we can find; the message says why plainly."""
 
 
@@ -172,7 +173,7 @@ def _hint_urls(bundle: dict[str, Any], state: dict[str, Any] | None, code: str) 
 
 async def sync(
     text: str, *, store: Store, fetcher: Fetcher, mirrors: list[str], trusted: KeyRing, registry: frozenset[str],
-    max_bytes: int, now: Callable[[], str], concurrency: int = 8, timeout: float = 60.0,
+    max_bytes: int, now: Callable[[], str], concurrency: int = 8, timeout: float = 60.0,  # noqa: ASYNC109 (late sources are named)
     on_progress: Callable[[str], None] = lambda _msg: None,
 ) -> SyncReport:
     """Sources are asked concurrently; what has not answered within `timeout`

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from datetime import UTC
 from typing import Any
 
 from nacl.signing import SigningKey
@@ -26,9 +27,9 @@ def named_key(name: str) -> SigningKey:
 
 def _ts(day: int, second: int = 0) -> str:
     """A valid instant `day` days and `second` seconds after 2026-01-01."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    t = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=day, seconds=second)
+    t = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=day, seconds=second)
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

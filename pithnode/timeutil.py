@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def utc_now() -> str:
     """Now as the protocol writes instants: YYYY-MM-DDTHH:MM:SSZ."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_now_precise() -> str:
     """Now with microseconds, for `signed_at` fields (outside every hash)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -24,12 +24,12 @@ def parse_since(text: str, now: datetime | None = None) -> str:
     or a duration back from now (90s, 30m, 24h, 7d, 2w). ValueError otherwise."""
     s = text.strip()
     if len(s) > 1 and s[-1] in _UNITS and s[:-1].isascii() and s[:-1].isdigit():
-        when = (now or datetime.now(timezone.utc)) - timedelta(seconds=int(s[:-1]) * _UNITS[s[-1]])
+        when = (now or datetime.now(UTC)) - timedelta(seconds=int(s[:-1]) * _UNITS[s[-1]])
     else:
         try:
             when = datetime.fromisoformat(s)
         except ValueError:
             raise ValueError(f"{text!r} is neither an ISO date or date-time nor a duration like 24h or 7d") from None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

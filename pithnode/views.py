@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from .core import MERGE_VERSION, KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
+from .errors import InputError
 from .identity import NodeIdentity
 from .ingest import report_key
 from .store import Store, Subject
@@ -18,7 +19,7 @@ _ARXIV_RE = re.compile(r"(?:arxiv:)?((?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\
 _DOI_RE = re.compile(r"(?:https?://(?:dx\.)?doi\.org/|doi:)?10\.48550/arxiv\.(.+)", re.I)
 
 
-class LookupError_(LookupError):
+class NotHeld(LookupError, InputError):
     """No single held record matches; the message says why plainly."""
 
 
@@ -52,10 +53,10 @@ def local_matches(store: Store, text: str) -> list[str]:
 def find_subject(store: Store, text: str) -> Subject:
     found = local_matches(store, text)
     if len(found) > 1:
-        raise LookupError_(f"{text!r} is ambiguous: {', '.join(found)}")
+        raise NotHeld(f"{text!r} is ambiguous: {', '.join(found)}")
     subject = store.subject(found[0]) if found else None
     if subject is None:
-        raise LookupError_(f"no record matching {text!r} is held in {store.path} (run `pithnode sync {text}` first)")
+        raise NotHeld(f"no record matching {text!r} is held in {store.path} (run `pithnode sync {text}` first)")
     return subject
 
 
@@ -102,7 +103,7 @@ def own_bundle(store: Store, subject: Subject, identity: NodeIdentity, trusted: 
     our merged state, mirror hints including ourselves, signed by our key."""
     state = state_of(store, subject)
     if state is None:
-        raise LookupError_(f"{subject.pith_number} has no merged state yet")
+        raise NotHeld(f"{subject.pith_number} has no merged state yet")
     base = public_url or ""
     links = {"bundle": "", "state": "", "well_known_bundle": ""}
     if public_url:

@@ -20,21 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import Config, ConfigError, load_config
-from ..identity import KeyFileError
-from ..lock import DataDirBusy
-from ..store import StoreError
+from ..config import Config, load_config
+from ..errors import EXIT_PROBLEM, InputError, PithnodeError, ResourceError, outcome
 
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_CONFLICT = 0, 1, 2, 3
+EXIT_OK, EXIT_CONFLICT = 0, 3
 LOG_LEVELS = ("debug", "info", "warning", "error")
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "data" / "pithnode.example.toml"
 
 
-class UsageError(Exception):
+class UsageError(InputError):
     """Bad input or usage: one line on stderr, exit 2."""
 
 
-class CommandError(Exception):
+class CommandError(ResourceError):
     """The work could not be done (a port in use, a data dir held by another
     process): one line on stderr, exit 1."""
 
@@ -165,10 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             return handler(args)
         except BaseExceptionGroup as group:
             raise single_error(group) from None
-    except (UsageError, ConfigError, KeyFileError) as exc:
-        return fail(exc, EXIT_USAGE)
-    except (CommandError, StoreError, DataDirBusy) as exc:
-        return fail(exc, EXIT_PROBLEM)
+    except PithnodeError as exc:
+        return fail(exc, outcome(exc).exit_code)
     except KeyboardInterrupt:
         print(f"pithnode {args.command}: interrupted", file=sys.stderr)
         return 130

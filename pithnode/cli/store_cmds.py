@@ -19,8 +19,17 @@ from ..identity import NodeIdentity, load_or_create_key
 from ..ingest import import_bundles
 from ..store import Store, StoreError
 from ..timeutil import parse_since, utc_now, utc_now_precise
-from ..views import LookupError_, equivocation_reports, events_of, find_subject, own_bundle, state_of
-from . import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json, writable_data_dir
+from ..views import NotHeld, equivocation_reports, events_of, find_subject, own_bundle, state_of
+from . import (
+    EXIT_CONFLICT,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    UsageError,
+    config_from,
+    equivocation_line,
+    print_json,
+    writable_data_dir,
+)
 
 
 def _since(text: str) -> str:
@@ -103,7 +112,7 @@ def node_identity(cfg: Config, public_url: str | None = None) -> NodeIdentity:
 def _subject(store: Store, text: str):  # type: ignore[no-untyped-def]
     try:
         return find_subject(store, text)
-    except LookupError_ as exc:
+    except NotHeld as exc:
         raise UsageError(str(exc)) from exc
 
 
@@ -119,8 +128,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         items = [(f"file:{os.path.abspath(p)}", (lambda p=p: Path(p).read_bytes())) for p in args.files]
         bar = tqdm(total=len(items), unit="bundle", disable=not show_bar)
         try:
-            for (source, res), path in zip(import_bundles(store, items, trusted=trusted, registry=cfg.registry,
-                                                           now=utc_now, max_bytes=cfg.max_bundle_bytes), args.files):
+            for (_source, res), path in zip(import_bundles(store, items, trusted=trusted, registry=cfg.registry,
+                                                           now=utc_now, max_bytes=cfg.max_bundle_bytes), args.files, strict=True):
                 bar.update()
                 if isinstance(res, Exception):
                     failed += 1

@@ -7,16 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core import (
-    KeyRing,
-    admit,
-    canonical_bytes,
-    check_bundle,
-    check_record_json,
-    merge,
-    parse_json,
-    state_hash,
-)
+from ..core import KeyRing, admit, canonical_bytes, check_bundle, check_record_json, merge, parse_json, state_hash
 from ..core.conformance import run_vector
 from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json
 
@@ -125,7 +116,7 @@ def _events_report(events: list[Any], ring: KeyRing, registry: frozenset[str], s
     if subject is None:
         return {"problems": ["cannot tell the subject: pass --subject"]}
     adms = [admit(e, subject, ring) for e in events]
-    admitted = [e for e, a in zip(events, adms) if a.admitted]
+    admitted = [e for e, a in zip(events, adms, strict=True) if a.admitted]
     state = merge(subject, admitted, ring, registry)
     problems = [f"event {i}: {a.reason}: {a.detail}" for i, a in enumerate(adms) if not a.admitted]
     return {"pith_number": subject, "admission": _admission_rows(adms), "state_sha256": state["state_sha256"],

@@ -23,6 +23,8 @@ from typing import Any
 
 import msgspec
 
+from ..errors import InputError
+
 MAX_DEPTH = 64
 MAX_SAFE_INT = 2**53
 # Depth of the fast path's domain: a bundle holds events two levels down and
@@ -33,7 +35,7 @@ _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fa
 _fast_encode = msgspec.json.Encoder(order="sorted").encode
 
 
-class CanonicalError(ValueError):
+class CanonicalError(ValueError, InputError):
     """A value that has no canonical form (float, lone surrogate, too deep, ...)."""
 
 

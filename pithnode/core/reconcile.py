@@ -40,6 +40,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..errors import InputError
+
 VERSION: Final = 1
 BRANCH: Final = 16  # sub-ranges per split
 SMALL: Final = 4  # ranges with at most this many items are listed, not split
@@ -56,7 +58,7 @@ SKIP, FINGERPRINT, IDLIST, FULL, REPLY = 0, 1, 2, 3, 4
 Bound = tuple[int, bytes]  # (seconds since the epoch, id prefix); items >= bound are above it
 
 
-class ReconcileError(ValueError):
+class ReconcileError(ValueError, InputError):
     """A malformed or over-large reconciliation message."""
 
 

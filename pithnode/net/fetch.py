@@ -20,8 +20,9 @@ import email.utils
 import ipaddress
 import random
 import socket
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ import httpx
 import trio
 
 from .. import __version__
+from ..errors import ResourceError
 
 USER_AGENT = f"pithnode/{__version__} (+https://pith.science)"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -36,7 +38,7 @@ MAX_RETRY_AFTER = 300.0
 MAX_REDIRECTS = 5
 
 
-class FetchError(Exception):
+class FetchError(ResourceError):
     """A fetch that failed; the message names the URL and the cause."""
 
     def __init__(self, message: str, *, url: str, status: int | None = None, retry_after: float | None = None):
@@ -80,9 +82,9 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     if when is None:
         return None
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return max(0.0, min((when - datetime.now(timezone.utc)).total_seconds(), MAX_RETRY_AFTER))
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
 
 
 def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import unquote
 
 import httptools
 
+from ..errors import PithnodeError
+
 Header = tuple[bytes, bytes]
 Response = tuple[int, list[Header], bytes]
 
 
-class HttpError(Exception):
+class HttpError(PithnodeError):
     """The one error type of the HTTP layer: a status, a message for the client, extra headers."""
 
     def __init__(self, status: int, message: str, headers: Sequence[Header] = ()):

@@ -24,9 +24,7 @@ from email.utils import formatdate
 
 import trio
 
-from .h1 import (
-    NEED_DATA, BodyBudget, Connection, HttpError, Limits, Request, Response, error_body, render_head,
-)
+from .h1 import NEED_DATA, BodyBudget, Connection, HttpError, Limits, Request, Response, error_body, render_head
 
 __all__ = ["Handler", "HttpError", "Limits", "Request", "Response", "serve", "open_listeners", "listener_urls",
            "split_listen"]

@@ -17,7 +17,8 @@ import json
 import re
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -232,8 +233,8 @@ class Rates:
     def per_minute(self, admitted: float, served: float) -> tuple[list[float], list[float]]:
         """What each minute added, the current one (so far) last."""
         points = [*self.samples, (admitted, served)]
-        return ([a1 - a0 for (a0, _), (a1, _) in zip(points, points[1:])],
-                [s1 - s0 for (_, s0), (_, s1) in zip(points, points[1:])])
+        return ([a1 - a0 for (a0, _), (a1, _) in pairwise(points)],
+                [s1 - s0 for (_, s0), (_, s1) in pairwise(points)])
 
 
 class Pages:
@@ -554,7 +555,7 @@ Each is authentic; together they prove the signer equivocated, so none of them i
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _code(pith_number: str) -> str:

@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Iterable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -34,6 +33,7 @@ import trio
 
 from .. import __version__
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
+from ..errors import InputError
 from ..net.fetch import FetchError, check_url, trusted_origins
 from ..store import Store, StoreError
 from ..timeutil import utc_now
@@ -58,7 +58,7 @@ SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewri
 CPU_BURST = 20  # seconds of `peer_cpu_share` a client address may spend at once
 
 
-class PeerError(Exception):
+class PeerError(InputError):
     """A peer's message we refuse: the text says why."""
 
 

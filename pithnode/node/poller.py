@@ -15,7 +15,7 @@ import trio
 
 from ..core import resolver_urls
 from ..ingest import IngestError, parse_bundle
-from ..net.fetch import FetchError, Fetcher
+from ..net.fetch import Fetcher, FetchError
 from ..store import StoreError, Subject
 from ..sync import ResolveError, resolve
 from ..views import known_mirror_hints

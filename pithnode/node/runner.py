@@ -9,22 +9,22 @@ and a restart resumes from the store.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from ..config import Config
-from ..net.fetch import FetchError, HttpFetcher
 from ..core import parse_json
 from ..ingest import IngestError
 from ..lock import DataDirLock
+from ..net.fetch import FetchError, HttpFetcher
 from ..store import StoreError
 from . import peer
 from .attest import attest_all
-from .poller import Poller, mirror_base_urls
 from .front import from_fronts, node_socket, run_fronts
 from .http import listener_urls, open_listeners
+from .poller import Poller, mirror_base_urls
 from .server import App, serve_http
 from .service import Node
 
@@ -81,7 +81,8 @@ async def attest_loop(running: Running) -> None:
         except StoreError as exc:  # nothing was signed into the store: retried on the next change
             node.metrics.store_errors.inc()
             log.error("store: %s (own attestations wait)", exc)
-        await node.sleep_until_changed(3600)
+        with trio.move_on_after(3600):
+            await node.wait_changed()
         await trio.sleep(0.05)  # let a burst of changes settle
 
 

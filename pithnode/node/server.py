@@ -23,9 +23,9 @@ from urllib.parse import parse_qs
 import trio
 
 from ..core import canonical_bytes
+from ..errors import PithnodeError, http_status
 from ..store import StoreError, Subject
 from ..views import (
-    LookupError_,
     arxiv_id_of,
     equivocation_reports,
     events_doc,
@@ -166,15 +166,8 @@ class App:
             else:
                 route, match = self._route(req.path)
                 status, headers, body = await self._dispatch(route, match, req)
-        except HttpError as exc:
-            status, headers, body = exc.status, [(b"content-type", b"application/json"), *exc.headers], \
-                _json({"error": str(exc)})
-        except LookupError_ as exc:
-            status, headers, body = 404, [(b"content-type", b"application/json")], _json({"error": str(exc)})
-        except StoreError as exc:  # e.g. disk full: nothing was stored or acknowledged; the peer retries later
-            self.node.metrics.store_errors.inc()
-            log.error("store: %s", exc)
-            status, headers, body = _unavailable(str(exc))
+        except PithnodeError as exc:
+            status, headers, body = self._error_response(exc)
         except BrokenProcessPool as exc:  # our workers killed mid-push (the OOM killer?): the same
             log.error("worker processes died: %s", exc)
             status, headers, body = _unavailable("worker processes died; new ones take the next request")
@@ -183,6 +176,19 @@ class App:
             counter = self._counters[(route, status)] = self.node.metrics.http.labels(route=route, status=str(status))
         counter.inc()
         return status, headers, body
+
+    def _error_response(self, exc: PithnodeError) -> Response:
+        """The status errors.OUTCOMES gives `exc`. A 5xx of ours (e.g. a full disk: nothing was stored
+        or acknowledged) is logged, and a 503 asks the client to retry later."""
+        status = http_status(exc)
+        headers = [(b"content-type", b"application/json"), *getattr(exc, "headers", ())]
+        if status >= 500 and not isinstance(exc, HttpError):  # the HTTP layer's own answers are not faults
+            if isinstance(exc, StoreError):
+                self.node.metrics.store_errors.inc()
+            log.error("%s: %s", type(exc).__name__, exc)
+            if status == 503:
+                headers.append((b"retry-after", b"30"))
+        return status, headers, _json({"error": str(exc)})
 
     def _route(self, path: str) -> tuple[str, re.Match[str]]:
         for name, pattern in ROUTES:

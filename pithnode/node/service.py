@@ -15,9 +15,9 @@ queues the new events for its peers.
 from __future__ import annotations
 
 import gzip
-import os
 import json
 import logging
+import os
 import shlex
 import time
 from collections import OrderedDict, deque
@@ -28,18 +28,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from ..config import Config
 from ..core import Admission, KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
-from ..identity import NodeIdentity, load_or_create_key
 from ..core.events import MAX_EVENT_BYTES
+from ..identity import NodeIdentity, load_or_create_key
 from ..ingest import (
-    IngestError, IngestResult, MergedState, Quotas, admit_raw, background_worker, ingest_bundle, ingest_events,
-    ingest_ring, merge_batch, node_ring, remerge,
+    IngestError,
+    IngestResult,
+    MergedState,
+    Quotas,
+    admit_raw,
+    background_worker,
+    ingest_bundle,
+    ingest_events,
+    ingest_ring,
+    merge_batch,
+    node_ring,
+    remerge,
 )
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
-from ..views import LookupError_, own_bundle
+from ..views import NotHeld, own_bundle
 from ..workers import WorkerPool
 from .metrics import Metrics
 
@@ -271,7 +282,7 @@ class Node:
         record last changed), so every front process and every restart serves the same bytes."""
         subject = self.store.subject(pith_number)
         if subject is None or subject.state_sha256 is None:
-            raise LookupError_(f"{pith_number} is not held")
+            raise NotHeld(f"{pith_number} is not held")
         at = subject.updated_at or self.now()
         bundle = own_bundle(self.store, subject, self.identity, self.trusted, public_url=self.public_url,
                             now=at, signed_at=at)
@@ -331,7 +342,7 @@ class Node:
                 why = f"new records from {stranger[:100]} over {self.cfg.peer_new_records_per_hour} per hour"
                 adms[:] = [Admission(None, "quota", why) if a.admitted else a for a in adms]
                 continue
-            for i, (light, adm) in enumerate(zip(objs, adms)):
+            for i, (light, adm) in enumerate(zip(objs, adms, strict=True)):
                 fp = light["signer"]["public_key_fingerprint"] if adm.admitted else None
                 if fp is None or fp in held or fp in granted_keys:
                     continue
@@ -374,7 +385,7 @@ class Node:
         try:
             for start in range(0, len(items), MERGE_CHUNK):  # a commit per chunk of records, the loop let go between
                 if start:
-                    await trio.sleep(0)
+                    await trio.lowlevel.checkpoint()
                 with self.store.transaction():
                     done = [ingest_events(self.store, pn, objs, keys, source=source, trusted=trusted,
                                           registry=self.registry, now=now, admissions=adms, quotas=self.quotas,
@@ -439,7 +450,7 @@ class Node:
         results = []
         with self.store.transaction():
             ring = node_ring(self.store, trusted)
-            for (pn, subject_id, seq), m in zip(subjects, merged):
+            for (pn, subject_id, seq), m in zip(subjects, merged, strict=True):
                 if self.store.newest_seq(subject_id) != seq:
                     self.unmerged.add(pn)  # it took events meanwhile: merge it again
                     continue
@@ -567,9 +578,8 @@ class Node:
             self.outbox.put(event_ids, None)
         self._touched(["*"])
 
-    async def sleep_until_changed(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            await self.changed.wait()
+    async def wait_changed(self) -> None:
+        await self.changed.wait()
 
 
 IngestFn = Callable[[dict[str, Any], str], Awaitable[IngestResult]]
