@@ -160,8 +160,10 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
 def _hint_urls(bundle: dict[str, Any], state: dict[str, Any] | None, code: str) -> list[str]:
     """Bundle URLs named by a bundle's mirror_hints and by mirror_hint events."""
     urls = []
-    hints = bundle.get("mirror_hints") if isinstance(bundle.get("mirror_hints"), list) else []
-    events = (state or {}).get("current", {}).get("mirror_hints", [])
+    hints = bundle.get("mirror_hints")
+    if not isinstance(hints, list):
+        hints = []
+    events: list[Any] = (state or {}).get("current", {}).get("mirror_hints", [])
     for h in [*hints, *(e.get("payload") for e in events)]:
         if not isinstance(h, dict):
             continue

@@ -231,7 +231,7 @@ def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, gener
     """`/pith-mirrors.json`, shaped like the registry's: ourselves, then every
     mirror we learned of (bundle sources that answered, mirror_hint events)."""
     def entry(name: str, base: str, status: str, key: dict[str, Any] | None = None) -> dict[str, Any]:
-        e = {"name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
+        e: dict[str, Any] = {"name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
              "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json", "state_pattern": f"{base}/pith/{{suffix}}/state.json",
              "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json", "status": status}
         if key is not None:

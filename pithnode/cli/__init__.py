@@ -81,7 +81,7 @@ def writable_data_dir(cfg: Config) -> Path:
 class JsonFormatter(logging.Formatter):
     """One JSON object a line (for journald / log shippers): time (UTC), level, logger, message."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",

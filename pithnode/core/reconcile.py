@@ -238,8 +238,8 @@ def encode(ranges: list[Range]) -> bytes:
             if r.mode == REPLY:
                 idx = r.indices or []
                 _varint(len(idx), out)
-                for i in idx:
-                    _varint(i, out)
+                for n in idx:
+                    _varint(n, out)
     return bytes(out)
 
 
@@ -372,12 +372,12 @@ class Reconciler:
                 self.need.update(_eid(i) for i in theirs - mine)
                 out.append(Range(r.upper, SKIP))
             elif r.mode == REPLY:
-                mine = self.set.ids(lo, hi)
+                listed = self.set.ids(lo, hi)
                 for n in r.indices or []:
-                    if n >= len(mine):
+                    if n >= len(listed):
                         raise ReconcileError("reply names an item we did not list")
-                    self.have.add(_eid(mine[n]))
-                held = set(mine)
+                    self.have.add(_eid(listed[n]))
+                held = set(listed)
                 self.need.update(_eid(i) for i in r.ids or [] if i not in held)
                 out.append(Range(r.upper, SKIP))
             elif r.mode == SKIP:

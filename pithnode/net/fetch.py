@@ -125,15 +125,15 @@ async def check_url(url: str, allow_private: bool, trusted: frozenset[tuple[str,
             infos = await trio.socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise FetchError(f"{url}: cannot resolve {host}: {exc}", url=url) from None
-        addrs = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addrs = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for ip in addrs:
         if _blocked(ip):
-            exc = FetchError(f"{url}: refused: {host} is a private or local address ({ip}) learned from the "
+            refusal = FetchError(f"{url}: refused: {host} is a private or local address ({ip}) learned from the "
                              "network; name it with --peer / --mirror (or peers / mirrors in the config) to "
                              "trust it, or set --allow-private (allow_private_addresses) for every learned URL",
                              url=url)
-            exc.refused = True  # type: ignore[attr-defined]  (callers log it as a warning)
-            raise _final(exc)
+            refusal.refused = True  # type: ignore[attr-defined]  # callers log it as a warning
+            raise _final(refusal)
 
 
 def trusted_origins(urls: Iterable[str]) -> frozenset[tuple[str, str, int | None]]:

@@ -229,16 +229,16 @@ class App:
             subject = store.subject(m.group("code"))
             if subject is None or subject.state_sha256 is None:
                 raise HttpError(404, f"record {m.group('code')} is not held by this node")
-            pn, version = subject.pith_number, _version(subject)
+            held, pn, version = subject, subject.pith_number, _version(subject)  # held: not None in the lambdas
             if route == "bundle":
                 return node.cached(pn, "bundle", lambda: node.bundle_bytes(pn), version=version)
             if route == "state":
                 return node.cached(pn, "state", lambda: store.state_bytes(pn) or b"", version=version)
             if route == "events":
-                return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, subject, node.ring())),
+                return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, held, node.ring())),
                                    version=version)
-            build = (lambda: record_json(store, subject, node.public_url)) if route == "record" \
-                else (lambda: graph_doc(store, subject))
+            build = (lambda: record_json(store, held, node.public_url)) if route == "record" \
+                else (lambda: graph_doc(store, held))
             return node.cached(pn, route, lambda: _json_or_404(build(), f"{pn} has no record_created event yet"),
                                version=version)
         if route == "resolve":

@@ -98,7 +98,7 @@ def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: 
         log.error("a worker process died (killed?): starting new ones")
         pool.shutdown(wait=False, cancel_futures=True)
         _POOL = None
-        return submit(admission_pool())  # type: ignore[arg-type]  (there was a pool: there is one)
+        return submit(admission_pool())  # type: ignore[arg-type]  # there was a pool: there is one
 
 
 class Budget:
