@@ -36,8 +36,17 @@ from .core.events import MAX_EVENT_BYTES
 from .core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from .ingest import admit_raw
 from .node.gossip import PeerTable, sync_steps
-from .node.peer import (ANSWER_BYTES, MAX_EVENTS, MAX_MESSAGE_BYTES, VERSION, PeerError, decode, encode,
-                        events_request, parse_events)
+from .node.peer import (
+    ANSWER_BYTES,
+    MAX_EVENTS,
+    MAX_MESSAGE_BYTES,
+    VERSION,
+    PeerError,
+    decode,
+    encode,
+    events_request,
+    parse_events,
+)
 from .node.service import Budget
 from .store import unpack
 from .synth import SynthMirror, SynthRegistry, _ts, synthetic_subject

@@ -37,8 +37,16 @@ from ..errors import InputError
 from ..net.fetch import FetchError, check_url, trusted_origins
 from ..store import Store, StoreError
 from ..timeutil import utc_now
-from .gossip import (MAX_IDLE_ROUNDS, MAX_NEED, MAX_PEERS_PER_SOURCE, MAX_URL, PEER_MAX_FAILURES,  # noqa: F401
-                     PeerState, PeerTable, sync_steps)
+from .gossip import (  # noqa: F401
+    MAX_IDLE_ROUNDS,
+    MAX_NEED,
+    MAX_PEERS_PER_SOURCE,
+    MAX_URL,
+    PEER_MAX_FAILURES,
+    PeerState,
+    PeerTable,
+    sync_steps,
+)
 from .h1 import HttpError
 from .service import Budget, Node
 
