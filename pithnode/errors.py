@@ -54,6 +54,7 @@ OUTCOMES: dict[str, Outcome] = {
     "pithnode.net.fetch.FetchError": Outcome(EXIT_PROBLEM, 503),
     "pithnode.lock.DataDirBusy": Outcome(EXIT_PROBLEM, 503),
     "pithnode.cli.CommandError": Outcome(EXIT_PROBLEM, 503),
+    "pithnode.sim.Unreachable": Outcome(EXIT_PROBLEM, 503),  # the simulator's offline peer
     # the HTTP layer's own: its status is the outcome
     "pithnode.node.h1.HttpError": Outcome(EXIT_PROBLEM, None),
 }

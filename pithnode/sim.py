@@ -34,6 +34,7 @@ from .core import KeyRing, merge
 from .core.canonical import canonical_bytes, parse_json
 from .core.events import MAX_EVENT_BYTES
 from .core.reconcile import ReconcileError, Reconciler, ReconcileSet
+from .errors import ResourceError
 from .ingest import admit_raw
 from .node.gossip import PeerTable, sync_steps
 from .node.peer import (
@@ -58,7 +59,7 @@ BYZANTINE_KINDS = ("withhold", "lie", "garbage", "oversized", "flood")
 OVERSIZED = object()  # an answer over the message cap: the asker reads MAX_MESSAGE_BYTES + 1 and stops
 
 
-class Unreachable(OSError):
+class Unreachable(OSError, ResourceError):
     """The peer is offline or across a partition."""
 
 
