@@ -176,7 +176,7 @@ async def test_poller_uses_conditional_requests_and_backs_off_a_failing_host(tmp
             await poller.poll_url(url, code)
             assert node.store.subject(pn) is not None and node.store.subject(pn).followed
             await poller.poll_url(url, code)
-            assert node.metrics.fetches.labels(outcome="not_modified")._value.get() == 1
+            assert node.metrics.registry.get_sample_value("pithnode_fetches_total", {"outcome": "not_modified"}) == 1
             sim.mirrors[A].behaviours[path_of(pn)] = Behaviour(status=503, retry_after=120.0)
             t0 = trio.current_time()
             await poller.poll_url(url, code)
