@@ -4,15 +4,14 @@ same paths over real loopback servers and the real CLI."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-
 from helpers import MIRRORS, REG, config
 from mirror_simulator import Behaviour, MirrorSimulator
+
 from pithnode.core import mirror_hint_entry
 from pithnode.store import Store
 from pithnode.sync import SyncReport, resolve, sync
@@ -31,11 +30,11 @@ def bundle(pn: str, events: list[dict[str, Any]], base: str, **kw: Any) -> dict[
 
 
 async def run_sync(tmp: Path, sim: MirrorSimulator, text: str, mirrors: list[str], *,
-                   timeout: float = 60.0, now: str = "2026-03-10T00:00:00Z") -> SyncReport:
+                   sync_timeout: float = 60.0, now: str = "2026-03-10T00:00:00Z") -> SyncReport:
     cfg = config(tmp)
-    with trio.fail_after(timeout + 5), Store(cfg.db_path) as store:
+    with trio.fail_after(sync_timeout + 5), Store(cfg.db_path) as store:
         return await sync(text, store=store, fetcher=sim, mirrors=mirrors, trusted=cfg.trusted_ring(),
-                          registry=cfg.registry, max_bytes=200_000, now=lambda: now, timeout=timeout)
+                          registry=cfg.registry, max_bytes=200_000, now=lambda: now, timeout=sync_timeout)
 
 
 def by_host(rep: SyncReport) -> dict[str, Any]:
@@ -71,7 +70,7 @@ async def test_a_mirror_slower_than_the_sync_deadline_is_given_up(tmp_path: Path
     sim.add(B).publish(path, bundle(pn, events, B))
     sim.mirrors[B].behaviours[path] = Behaviour(trickle=1.0)  # a byte a second: within no per-read timeout
     t0 = trio.current_time()
-    rep = await run_sync(tmp_path, sim, pn, [A, B], timeout=20.0)
+    rep = await run_sync(tmp_path, sim, pn, [A, B], sync_timeout=20.0)
     assert trio.current_time() - t0 == pytest.approx(20.0)
     assert "no answer within the sync's deadline of 20 s" in by_host(rep)[B].error
     assert rep.event_count == 6 and by_host(rep)[A].agrees
@@ -161,6 +160,7 @@ async def test_resolve_takes_the_first_mirror_that_knows_and_waits_for_no_stalle
 
 async def test_poller_uses_conditional_requests_and_backs_off_a_failing_host(tmp_path: Path) -> None:
     from nodes import node_config
+
     from pithnode.node.poller import Poller
     from pithnode.node.service import Node
 
