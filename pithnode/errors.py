@@ -47,14 +47,14 @@ OUTCOMES: dict[str, Outcome] = {
     "pithnode.sync.ResolveError": Outcome(EXIT_USAGE, 404),
     "pithnode.views.NotHeld": Outcome(EXIT_USAGE, 404),
     "pithnode.config.ConfigError": Outcome(EXIT_USAGE, 400),
-    "pithnode.cli.UsageError": Outcome(EXIT_USAGE, 400),
+    "pithnode.cli.common.UsageError": Outcome(EXIT_USAGE, 400),
     "pithnode.identity.KeyFileError": Outcome(EXIT_USAGE, 400),  # the operator fixes the file (mode, contents)
     # resources
     "pithnode.store.StoreError": Outcome(EXIT_PROBLEM, 503),
     "pithnode.net.fetch.FetchError": Outcome(EXIT_PROBLEM, 503),
     "pithnode.lock.DataDirBusy": Outcome(EXIT_PROBLEM, 503),
-    "pithnode.cli.CommandError": Outcome(EXIT_PROBLEM, 503),
-    "pithnode.sim.Unreachable": Outcome(EXIT_PROBLEM, 503),  # the simulator's offline peer
+    "pithnode.cli.common.CommandError": Outcome(EXIT_PROBLEM, 503),
+    "pithnode.testing.sim.Unreachable": Outcome(EXIT_PROBLEM, 503),  # the simulator's offline peer
     # the HTTP layer's own: its status is the outcome
     "pithnode.node.h1.HttpError": Outcome(EXIT_PROBLEM, None),
 }

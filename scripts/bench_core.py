@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Core benchmark, one thread, everything measured in the same run.
 
-Signs N synthetic events over S subjects with test keys (pithnode.synth), then
+Signs N synthetic events over S subjects with test keys (pithnode.testing.synth), then
 measures on those very events:
 
   verify     bare PyNaCl: VerifyKey.verify(32 raw digest bytes, signature),
@@ -55,7 +55,7 @@ import nacl
 from nacl.signing import VerifyKey
 
 from pithnode.core import KeyRing, admit, merge
-from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.testing.synth import SynthMirror, SynthRegistry, synthetic_subject
 
 TARGET_ADMIT = 0.55
 TARGET_MERGE = 0.3

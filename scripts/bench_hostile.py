@@ -37,7 +37,7 @@ async def one_run(events: int, pushes: int) -> dict[str, list[float]]:
     from pithnode.config import Config
     from pithnode.core import canonical_bytes
     from pithnode.node.runner import run_node
-    from pithnode.synth import SynthMirror
+    from pithnode.testing.synth import SynthMirror
 
     budgets = {k: 10**9 for k in ("peer_new_records_per_hour", "peer_new_keys_per_hour")
                if k in {f.name for f in dataclasses.fields(Config)}}  # older code has none: nothing to lift

@@ -32,7 +32,7 @@ from typing import Any
 from pithnode.core import canonical_bytes
 from pithnode.ingest import ingest_bundle, import_bundles, parse_bundle
 from pithnode.store import Store
-from pithnode.synth import Signer, SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.testing.synth import Signer, SynthMirror, SynthRegistry, synthetic_subject
 
 
 def make_bundles(n_events: int, per_subject: int) -> tuple[list[bytes], list[tuple[bytes, bytes, bytes]]]:

@@ -42,7 +42,7 @@ from pithnode.node import peer
 from pithnode.node.runner import run_node
 from pithnode.node.service import admission_pool
 from pithnode.store import Store
-from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.testing.synth import SynthMirror, SynthRegistry, synthetic_subject
 
 REG = SynthRegistry("bench-registry")
 MIRRORS = [SynthMirror("bench-a"), SynthMirror("bench-b")]

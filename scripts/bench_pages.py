@@ -20,7 +20,7 @@ from pithnode.config import load_config
 from pithnode.node.pages import Pages
 from pithnode.node.peer import PeerService
 from pithnode.node.service import Node
-from pithnode.synth import SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.testing.synth import SynthMirror, SynthRegistry, synthetic_subject
 
 
 def timed(fn, rounds: int) -> float:  # type: ignore[no-untyped-def]

@@ -1,5 +1,5 @@
 """Simulate thousands of pithnode nodes running the shipped peer logic over an
-in-memory network, in virtual time (pithnode/sim.py; results in docs/SCALE.md).
+in-memory network, in virtual time (pithnode/testing/sim.py; results in docs/SCALE.md).
 
     python scripts/simulate.py --nodes 1000 --byzantine 0.3 --seed 1 --json
     python scripts/simulate.py --sweep nodes --out docs/scale   # a series of docs/SCALE.md
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pithnode.sim import simulate  # noqa: E402
+from pithnode.testing.sim import simulate  # noqa: E402
 
 
 def fraction(text: str) -> float:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from helpers import MIRRORS, REG
 from pithnode.core import admit, check_bundle, parse_json
 from pithnode.core.reconcile import ReconcileError, Reconciler, ReconcileSet
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 PN, EVENTS = synthetic_subject(REG, 4242, 12, MIRRORS)
 BUNDLE = REG.bundle(PN, EVENTS, keys=MIRRORS)

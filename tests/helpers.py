@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pithnode.config import Config, load_config
-from pithnode.synth import SynthMirror, SynthRegistry
+from pithnode.testing.synth import SynthMirror, SynthRegistry
 
 DATA = Path(__file__).parent / "data"
 REAL_BUNDLE = DATA / "EL6A4QOTPLYS3LFEIZGOL5QVTM.bundle.json"

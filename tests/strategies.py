@@ -1,6 +1,6 @@
 """Hypothesis strategies for the protocol core: real events, really signed.
 
-Every event drawn here is signed with an Ed25519 key of a `pithnode.synth`
+Every event drawn here is signed with an Ed25519 key of a `pithnode.testing.synth`
 signer (keys derive from names and are built once per process). Hashing and
 signing use this module's own canonical JSON (`cj`, written from the spec's
 one-line definition), not the core's, so admission is checked against an
@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from pithnode.core import KeyRing
-from pithnode.synth import Signer, SynthMirror, SynthRegistry
+from pithnode.testing.synth import Signer, SynthMirror, SynthRegistry
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

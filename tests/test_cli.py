@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 from helpers import DATA, MIRRORS, REAL_BUNDLE, REAL_RECORD, REAL_STATE_SHA, REG, run_cli, write_config, write_json
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 
 def test_verify_real_bundle_json(tmp_path: Path):

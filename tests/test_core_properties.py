@@ -289,7 +289,7 @@ def test_the_canonical_hash_refuses_what_has_no_canonical_form():
 
 
 def test_a_large_state_is_hashed_exactly():
-    from pithnode.synth import synthetic_subject
+    from pithnode.testing.synth import synthetic_subject
 
     c = cast()
     pn, events = synthetic_subject(c.registry, 77, 700, list(c.mirrors))

@@ -14,7 +14,7 @@ from pathlib import Path
 from helpers import MIRRORS, REG, config, write_config, write_json
 from pithnode.core import canonical_bytes, merge
 from pithnode.store import Store
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 from pithnode.views import events_of
 
 KILLS = 20

@@ -19,7 +19,7 @@ from pithnode import store as store_mod
 from pithnode.core import canonical_bytes, reconcile
 from pithnode.core.events import MAX_EVENT_BYTES
 from pithnode.node import peer as peer_mod
-from pithnode.synth import SynthMirror, synthetic_subject
+from pithnode.testing.synth import SynthMirror, synthetic_subject
 
 
 def max_size_events(pn: str, n: int, signer: SynthMirror = MIRRORS[0]) -> list[dict]:

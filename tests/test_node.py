@@ -14,7 +14,7 @@ import trio
 from helpers import MIRRORS, REAL_BUNDLE, REAL_STATE_SHA, REG
 from nodes import connect, get_json, nodes, push, wait_converged
 from pithnode.core import check_bundle, default_registry_ring
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 RING5 = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 0)]
 

@@ -21,7 +21,7 @@ from pithnode.core import canonical_bytes, merge
 from pithnode.config import load_config
 from pithnode.node import peer
 from pithnode.store import Store
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 from pithnode.views import events_of
 
 

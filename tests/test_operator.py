@@ -18,7 +18,7 @@ import trio
 from helpers import MIRRORS, REG, run_cli, write_config
 from nodes import connect, free_port, nodes, wait_up
 from pithnode import __version__
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 from pithnode.views import events_of
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import MIRRORS, REAL_BUNDLE, REG, run_cli, write_config, write_json
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 
 def one_line_error(r: subprocess.CompletedProcess[str], command: str) -> str:

@@ -23,7 +23,7 @@ from helpers import MIRRORS, REG, run_cli, write_config
 from nodes import nodes, push
 from pithnode.core import merge, state_hash
 from pithnode.node.peer import PeerState
-from pithnode.synth import SynthMirror, synthetic_subject
+from pithnode.testing.synth import SynthMirror, synthetic_subject
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 # what an attacker writes into a signed event: markup, quotes, script URLs, a control character

@@ -17,7 +17,7 @@ from helpers import MIRRORS, REG
 from nodes import connect, get_json, nodes, push, wait_converged
 from pithnode.config import Config
 from pithnode.core import KeyRing, admit, check_bundle, merge
-from pithnode.synth import Signer, SynthMirror, SynthRegistry, synthetic_subject
+from pithnode.testing.synth import Signer, SynthMirror, SynthRegistry, synthetic_subject
 
 REGISTRY = frozenset({REG.fingerprint})
 

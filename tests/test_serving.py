@@ -17,7 +17,7 @@ import trio
 
 from helpers import MIRRORS, REAL_BUNDLE, REG, run_cli, write_config
 from nodes import nodes
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 FLOOD_CONNECTIONS = 20
 FLOOD_REQUESTS = 250  # per connection, in one write: ~68 KB answers, 340 MB if answered into memory

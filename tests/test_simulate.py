@@ -1,4 +1,4 @@
-"""Small simulated networks (pithnode/sim.py): the shipped peer logic over an
+"""Small simulated networks (pithnode/testing/sim.py): the shipped peer logic over an
 in-memory network reaches every honest node and spreads equivocation
 reports, with Byzantine peers, churn and a healed partition; the peer choice
 itself (node/gossip.py)."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pithnode.node.gossip import KEPT_PEERS, ROUND_PEERS, PeerTable
-from pithnode.sim import BYZANTINE_KINDS, Network, World, simulate
+from pithnode.testing.sim import BYZANTINE_KINDS, Network, World, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,10 +11,10 @@ import pytest
 from pithnode.core import canonical_bytes, merge
 from pithnode.ingest import IngestError, ingest_bundle, ingest_events, parse_bundle
 from pithnode.store import SCHEMA_VERSION, Store, StoreError
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 from pithnode.views import equivocation_reports, events_of, find_subject, own_bundle, state_of
 from pithnode.identity import NodeIdentity
-from pithnode.synth import named_key
+from pithnode.testing.synth import named_key
 
 from helpers import MIRRORS, REAL_BUNDLE, REAL_STATE_SHA, REG, config
 

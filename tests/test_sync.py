@@ -10,7 +10,7 @@ import trio
 from helpers import MIRRORS, REAL_BUNDLE, REAL_STATE_SHA, REG, run_cli, write_config
 from httpserver import Route, running_server
 from pithnode.core import mirror_hint_entry
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 REAL_PN = "pith:2026:EL6A4QOTPLYS3LFEIZGOL5QVTM"
 REAL_CODE = "EL6A4QOTPLYS3LFEIZGOL5QVTM"

@@ -15,7 +15,7 @@ from mirror_simulator import Behaviour, MirrorSimulator
 from pithnode.core import mirror_hint_entry
 from pithnode.store import Store
 from pithnode.sync import SyncReport, resolve, sync
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 A, B, C, D, E = (f"https://{n}.test" for n in "abcde")
 BUILT = "2026-03-01T00:00:00Z"

@@ -26,7 +26,7 @@ from helpers import MIRRORS, REG, write_config
 from nodes import free_port, wait_up
 from pithnode.node import peer
 from pithnode.node.http import Limits
-from pithnode.synth import synthetic_subject
+from pithnode.testing.synth import synthetic_subject
 
 UNIT = Path(__file__).parent.parent / "config" / "pithnode.service"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from . import EXAMPLE_CONFIG, EXIT_OK, EXIT_PROBLEM, config_from, print_json, unwritable
+from .common import EXAMPLE_CONFIG, EXIT_OK, EXIT_PROBLEM, config_from, print_json, unwritable
 
 CORRUPT_FIX = "stop the node, move the store aside (with its -wal and -shm files) and re-sync or import an export"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import is_http_url
 from ..lock import holder
-from . import EXAMPLE_CONFIG, EXIT_OK, CommandError, UsageError, config_from, print_json, writable_data_dir
+from .common import EXAMPLE_CONFIG, EXIT_OK, CommandError, UsageError, config_from, print_json, writable_data_dir
 
 log = logging.getLogger("pithnode")
 

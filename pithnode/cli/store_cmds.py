@@ -20,7 +20,7 @@ from ..ingest import import_bundles
 from ..store import Store, StoreError
 from ..timeutil import parse_since, utc_now, utc_now_precise
 from ..views import NotHeld, equivocation_reports, events_of, find_subject, own_bundle, state_of
-from . import (
+from .common import (
     EXIT_CONFLICT,
     EXIT_OK,
     EXIT_PROBLEM,

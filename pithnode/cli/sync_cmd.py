@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..config import PRIMARY_RESOLVER
 from ..store import Store
 from ..timeutil import utc_now
-from . import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, equivocation_line, print_json, writable_data_dir
+from .common import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, equivocation_line, print_json, writable_data_dir
 
 if TYPE_CHECKING:
     from ..sync import SyncReport

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..core import KeyRing, admit, canonical_bytes, check_bundle, check_record_json, merge, parse_json, state_hash
 from ..core.conformance import run_vector
-from . import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json
+from .common import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json
 
 VERIFY_HELP = """\
 Check Pith documents offline: a bundle (/pith/<CODE>/bundle.json), a record

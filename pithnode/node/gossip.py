@@ -1,6 +1,6 @@
 """The peer logic without I/O: the peer list, whom a round talks to, whom a
 push goes to, and the steps of one sync. PeerService (node/peer.py) drives
-these over HTTP; the simulator (pithnode/sim.py) over an in-memory network.
+these over HTTP; the simulator (pithnode/testing/sim.py) over an in-memory network.
 No sockets, no store, no clock: callers pass `now` and a random generator.
 
 Peer choice (docs/PROTOCOL-NOTES.md, "Peer choice"): a node may learn of

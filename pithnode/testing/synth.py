@@ -15,9 +15,9 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from .core import KeyRing, build_bundle, canonical_hash, make_event, merge, pith_number_for
-from .core.bundle import mirror_hint_entry
-from .core.keys import fingerprint_hex, public_key_entry, sign_b64
+from ..core import KeyRing, build_bundle, canonical_hash, make_event, merge, pith_number_for
+from ..core.bundle import mirror_hint_entry
+from ..core.keys import fingerprint_hex, public_key_entry, sign_b64
 
 
 def named_key(name: str) -> SigningKey:

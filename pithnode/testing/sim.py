@@ -30,14 +30,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core import KeyRing, merge
-from .core.canonical import canonical_bytes, parse_json
-from .core.events import MAX_EVENT_BYTES
-from .core.reconcile import ReconcileError, Reconciler, ReconcileSet
-from .errors import ResourceError
-from .ingest import admit_raw
-from .node.gossip import PeerTable, sync_steps
-from .node.peer import (
+from ..core import KeyRing, merge
+from ..core.canonical import canonical_bytes, parse_json
+from ..core.events import MAX_EVENT_BYTES
+from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
+from ..errors import ResourceError
+from ..ingest import admit_raw
+from ..node.gossip import PeerTable, sync_steps
+from ..node.peer import (
     ANSWER_BYTES,
     MAX_EVENTS,
     MAX_MESSAGE_BYTES,
@@ -48,8 +48,8 @@ from .node.peer import (
     events_request,
     parse_events,
 )
-from .node.service import Budget
-from .store import unpack
+from ..node.service import Budget
+from ..store import unpack
 from .synth import SynthMirror, SynthRegistry, _ts, synthetic_subject
 
 GOSSIP_INTERVAL = 30.0  # Config.gossip_interval
