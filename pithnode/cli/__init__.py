@@ -56,8 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pithnode",
         description="A mirror node for the Pith open graph: replicate, verify, merge and re-serve signed events.",
-        epilog="Exit codes: 0 ok, 1 problem found / could not do it, 2 bad usage or input, 3 conflicts found "
-               f"(sync, equivocations --exit-code). Every setting: {EXAMPLE_CONFIG}",
+        epilog="Exit codes: 0 ok, 1 problem found / could not do it, 2 bad usage or input, 3 conflicts found\n"
+               f"(sync, equivocations --exit-code).\nEvery setting: {EXAMPLE_CONFIG}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the path on a line of its own, never broken at a '-'
     )
     p.add_argument("--version", action="version", version=f"pithnode {__version__}")
     _add_logging_options(p, top=True)
