@@ -157,11 +157,24 @@ def evidence_reports(store: Store, *, subject: str | None = None, limit: int = 5
     equivocation the `signer` of its events)."""
     reports = [r for kind in EVIDENCE_KINDS for r in store.reports(kind, subject=subject, limit=limit)]
     reports.sort(key=lambda r: r["first_seen"], reverse=True)
-    out = []
-    for r in reports[:limit]:
-        first = store.events_by_id(r["detail"]["event_ids"][:1]) if r["kind"] == "equivocation" else []
-        out.append({**r, "id": evidence_id(r), "signer": json.loads(first[0][1])["signer"] if first else None})
-    return out
+    return [_with_signer(store, {**r, "id": evidence_id(r)}) for r in reports[:limit]]
+
+
+def find_evidence(store: Store, subject: str, eid: str) -> dict[str, Any] | None:
+    """The report of `subject` whose evidence id is `eid` (as `evidence_reports` lists it), or None.
+    Only the match is looked up further: a page asked with a made-up id costs one read of the
+    record's reports, not one event lookup per report."""
+    for kind in EVIDENCE_KINDS:
+        for r in store.reports(kind, subject=subject, limit=10_000):
+            if evidence_id(r) == eid:
+                return _with_signer(store, {**r, "id": eid})
+    return None
+
+
+def _with_signer(store: Store, r: dict[str, Any]) -> dict[str, Any]:
+    """An equivocation report with the `signer` of its events (None for a disagreement)."""
+    first = store.events_by_id(r["detail"]["event_ids"][:1]) if r["kind"] == "equivocation" else []
+    return {**r, "signer": json.loads(first[0][1])["signer"] if first else None}
 
 
 def evidence_doc(store: Store, report: dict[str, Any]) -> dict[str, Any] | None:

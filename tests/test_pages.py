@@ -123,6 +123,8 @@ async def test_status_page_to_evidence_in_one_click_and_the_download_verifies(tm
         hrefs = await b.js("return [...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href'))")
         await assert_links_resolve(ev.url, hrefs)
         await b.screenshot(tmp_path / "evidence.png")
+        made_up = ev.url.rsplit("/", 1)[0] + "/" + "0" * len(ev.url.rsplit("/", 1)[1])
+        assert (await get(made_up)).status_code == 404  # an id no report has
         command = await b.js("return document.querySelector('.verify pre').innerText")
         href = await b.js("return document.querySelector('a[download]').href")
         download = await get(href)

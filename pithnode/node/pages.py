@@ -27,7 +27,7 @@ import trio
 from .. import __version__
 from ..core import KeyRing, check_bundle
 from ..store import Subject
-from ..views import events_of, evidence_doc, evidence_reports, known_mirror_hints, state_of
+from ..views import events_of, evidence_doc, evidence_reports, find_evidence, known_mirror_hints, state_of
 
 if TYPE_CHECKING:
     from .peer import PeerService
@@ -283,8 +283,7 @@ class Pages:
         if route == "page_record":
             return _html(node.cached(subject.pith_number, "page", lambda: self.record_page(subject).encode(),
                                      "text/html", version=version).body)
-        report = next((r for r in evidence_reports(node.store, subject=subject.pith_number, limit=10_000)
-                       if r["id"] == m.group("eid")), None)
+        report = find_evidence(node.store, subject.pith_number, m.group("eid"))
         if report is None:
             return self._not_found("No such equivocation or disagreement on this record.")
         if route == "evidence_json":
