@@ -117,7 +117,8 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir("pithnode")) / "pithnode.toml"
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None, **overrides: Any) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None,
+                **overrides: Any) -> Config:
     """Defaults < TOML file (`path`, $PITHNODE_CONFIG, or the user config dir) < env < overrides."""
     env = dict(os.environ if env is None else env)
     values: dict[str, Any] = {}

@@ -98,6 +98,10 @@ class SyncReport:
         return out
 
 
+def _bundle_urls(mirrors: list[str], code: str) -> list[str]:
+    return [resolver_urls(m, code)["bundle_url"] for m in mirrors]
+
+
 async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetcher, max_bytes: int) -> Target:
     """Turn any accepted id into a Target. Raises ResolveError with a plain reason."""
     s = text.strip()
@@ -109,11 +113,11 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
     except ValueError:
         ref = None
     if ref is not None and ref.code:
-        return Target(ref.code, ref.pith_number, [resolver_urls(m, ref.code)["bundle_url"] for m in mirrors], "Pith number")
+        return Target(ref.code, ref.pith_number, _bundle_urls(mirrors, ref.code), "Pith number")
     if ref is not None and ref.prefix:
         codes = [pn.rsplit(":", 1)[-1] for pn in local_matches(store, s)]
         if len(codes) == 1:
-            return Target(codes[0], None, [resolver_urls(m, codes[0])["bundle_url"] for m in mirrors], "short Pith number (local store)")
+            return Target(codes[0], None, _bundle_urls(mirrors, codes[0]), "short Pith number (local store)")
         if not codes:
             raise ResolveError(
                 f"no record with a code starting {ref.prefix} is held locally, and no resolver takes a short "
@@ -131,7 +135,8 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
         url = f"{mirror.rstrip('/')}/api/pith-number/resolve?arxiv={quote(arxiv, safe='')}&json=true"
         try:
             res = await fetcher.get(url, max_bytes=max_bytes)
-            answers[mirror] = ref = parse_pith_ref(parse_bundle(res.body, max_bytes)["pith_number"])  # any object with one
+            # any object with a pith_number will do
+            answers[mirror] = ref = parse_pith_ref(parse_bundle(res.body, max_bytes)["pith_number"])
         except FetchError as exc:
             answers[mirror] = str(exc)
         except (IngestError, ValueError, KeyError, TypeError) as exc:
@@ -149,11 +154,11 @@ async def resolve(text: str, *, mirrors: list[str], store: Store, fetcher: Fetch
         if isinstance(ref, str) or not ref.code:
             errors.append(str(ref))
             continue
-        return Target(ref.code, ref.pith_number, [resolver_urls(m, ref.code)["bundle_url"] for m in mirrors], f"arXiv {arxiv} via {mirror}")
+        return Target(ref.code, ref.pith_number, _bundle_urls(mirrors, ref.code), f"arXiv {arxiv} via {mirror}")
     known = local_matches(store, arxiv)
     if len(known) == 1:
         code = known[0].rsplit(":", 1)[-1]
-        return Target(code, known[0], [resolver_urls(m, code)["bundle_url"] for m in mirrors], f"arXiv {arxiv} (local store)")
+        return Target(code, known[0], _bundle_urls(mirrors, code), f"arXiv {arxiv} (local store)")
     raise ResolveError(f"arXiv {arxiv} did not resolve: " + ("; ".join(errors) or "no resolver configured"))
 
 
@@ -167,7 +172,9 @@ def _hint_urls(bundle: dict[str, Any], state: dict[str, Any] | None, code: str) 
     for h in [*hints, *(e.get("payload") for e in events)]:
         if not isinstance(h, dict):
             continue
-        url = h.get("bundle_url") or (resolver_urls(h["base_url"], code)["bundle_url"] if isinstance(h.get("base_url"), str) else None)
+        url = h.get("bundle_url")
+        if not url and isinstance(h.get("base_url"), str):
+            url = resolver_urls(h["base_url"], code)["bundle_url"]
         if isinstance(url, str) and urlsplit(url).scheme in ("http", "https"):
             urls.append(url)
     return urls
@@ -239,7 +246,8 @@ async def sync(
             store_note(store, url, res.pith_number, True, now(), None, built_at=res.built_at)
             report.pith_number = res.pith_number
             code = res.pith_number.rsplit(":", 1)[-1]
-            out.bundle_signature_ok, out.signer, out.signer_is_registry = res.signature_ok, res.signer_fingerprint, res.signer_is_registry
+            out.bundle_signature_ok, out.signer = res.signature_ok, res.signer_fingerprint
+            out.signer_is_registry = res.signer_is_registry
             out.events_total, out.events_new, out.events_known = res.events_total, len(res.new_event_ids), res.known
             out.events_rejected, out.rejected = len(res.rejected), res.rejected
             out.built_at, out.published_state_sha256 = res.built_at, res.published_state_sha256

@@ -64,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_logging_options(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config (default: $PITHNODE_CONFIG or the user config dir)")
-    common.add_argument("--data-dir", metavar="DIR", help="store directory (default: $PITHNODE_DATA_DIR or the user data dir)")
+    common.add_argument("--config", metavar="FILE",
+                        help="TOML config (default: $PITHNODE_CONFIG or the user config dir)")
+    common.add_argument("--data-dir", metavar="DIR",
+                        help="store directory (default: $PITHNODE_DATA_DIR or the user data dir)")
     common.add_argument("--json", action="store_true", help="print machine-readable JSON")
     _add_logging_options(common, top=False)
     for module in (verify_cmds, sync_cmd, store_cmds, node_cmds, doctor_cmd):

@@ -90,7 +90,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if url is None:
         info = holder(cfg.data_dir)
         if info is None:
-            raise CommandError(f"no node runs on data dir {cfg.data_dir} (start one with `pithnode run`, or pass --url)")
+            raise CommandError(f"no node runs on data dir {cfg.data_dir} "
+                               "(start one with `pithnode run`, or pass --url)")
         if not info.get("url", "").startswith("http"):
             raise CommandError(f"the node on {cfg.data_dir} (pid {info.get('pid', '?')}) is not serving yet")
         url = info["url"]

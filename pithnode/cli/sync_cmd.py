@@ -72,8 +72,9 @@ def _print_human(rep: SyncReport) -> None:
         print(f"  {s.url}: {sig}; events new {s.events_new}, known {s.events_known}, rejected {s.events_rejected};"
               f" state {(s.published_state_sha256 or '?')[:16]} {agree}{own}")
         for flag in s.flags:
-            print(f"      FLAGGED {flag}: " + {"rollback": "it no longer serves events it served before (we keep them)",
-                                              "stale": "its bundle stopped advancing while another mirror moved on"}[flag])
+            why = {"rollback": "it no longer serves events it served before (we keep them)",
+                   "stale": "its bundle stopped advancing while another mirror moved on"}[flag]
+            print(f"      FLAGGED {flag}: {why}")
         for r in s.rejected:
             print(f"      rejected #{r['index']}: {r['reason']}: {r['detail']}")
     if rep.error:

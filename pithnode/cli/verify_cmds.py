@@ -193,7 +193,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                         "admission_ok": adm_ok, "state_ok": state_ok})
         if not args.json:
             mark = "ok  " if adm_ok and state_ok else "FAIL"
-            why = "" if adm_ok and state_ok else f"  (admission {'ok' if adm_ok else 'differs'}, state {'ok' if state_ok else 'differs'})"
+            why = "" if adm_ok and state_ok else \
+                f"  (admission {'ok' if adm_ok else 'differs'}, state {'ok' if state_ok else 'differs'})"
             print(f"{mark} {f.name}  state {state['state_sha256'][:16]}{why}")
     if args.json:
         print_json({"vectors": results})

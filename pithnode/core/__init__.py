@@ -16,7 +16,8 @@ __all__ = [
     "Admission", "BundleReport", "CanonicalError", "KeyRing", "MERGE_VERSION", "PithRef", "REGISTRY_FINGERPRINT",
     "TARGETS", "admit", "build_bundle", "bundle_hash", "canonical_bytes", "canonical_hash", "canonical_order_key",
     "check_bundle", "check_record_json", "check_signable", "code_from_digest_hex", "default_registry_ring",
-    "fingerprint_hex", "identity_of", "make_event", "merge", "merge_document", "mirror_hint_entry", "parse_json", "parse_pith_ref",
+    "fingerprint_hex", "identity_of", "make_event", "merge", "merge_document", "mirror_hint_entry", "parse_json",
+    "parse_pith_ref",
     "pith_number_for", "receipt_problem", "resolver_urls", "sha256_hex", "short_pith_number", "split_pith_number",
     "state_hash",
 ]

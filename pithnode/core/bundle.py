@@ -104,7 +104,8 @@ def check_bundle(bundle: object, trusted: KeyRing, registry: Iterable[str]) -> B
     try:
         # the admitted events' canonical bytes are already known: splice, not re-serialize
         if events and len(report.admission) == len(events):
-            parts = [a.body if a.body is not None else canonical_bytes(ev) for a, ev in zip(report.admission, events, strict=True)]
+            parts = [a.body if a.body is not None else canonical_bytes(ev)
+                     for a, ev in zip(report.admission, events, strict=True)]
             unsigned = {k: v for k, v in bundle.items() if k != "bundle_signature"}
             report.bundle_sha256 = sha256_hex(canonical_bytes_spliced(unsigned, "events", parts))
         else:

@@ -149,7 +149,8 @@ class ReconcileSet:
     def fingerprint(self, lo: int, hi: int) -> bytes:
         a = (self._lo[hi] - self._lo[lo]) & _MASK64
         b = (self._hi[hi] - self._hi[lo]) & _MASK64
-        return hashlib.sha256(a.to_bytes(8, "big") + b.to_bytes(8, "big") + (hi - lo).to_bytes(8, "big")).digest()[:FP_BYTES]
+        packed = a.to_bytes(8, "big") + b.to_bytes(8, "big") + (hi - lo).to_bytes(8, "big")
+        return hashlib.sha256(packed).digest()[:FP_BYTES]
 
     def ids(self, lo: int, hi: int) -> list[bytes]:
         return [bytes(self._ids[i : i + 32]) for i in range(32 * lo, 32 * hi, 32)]

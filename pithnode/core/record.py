@@ -55,4 +55,5 @@ def check_record_json(doc: dict[str, Any], keys: KeyRing, registry: Iterable[str
     pn = doc.get("pith_number")
     if type(pn) is not str:
         return "record has no pith_number"
-    return receipt_problem(doc.get("canonical_record"), doc.get("canonical_sha256"), doc.get("receipt"), pn, keys, registry)
+    return receipt_problem(doc.get("canonical_record"), doc.get("canonical_sha256"), doc.get("receipt"), pn, keys,
+                           registry)

@@ -103,7 +103,8 @@ def origin(url: str) -> tuple[str, str, int | None] | None:
         return None
 
 
-async def check_url(url: str, allow_private: bool, trusted: frozenset[tuple[str, str, int | None]] = frozenset()) -> None:
+async def check_url(url: str, allow_private: bool,
+                    trusted: frozenset[tuple[str, str, int | None]] = frozenset()) -> None:
     """Refuse URLs we must not fetch: not http(s), no host, or (unless
     `allow_private`, or its origin is in `trusted`: one the operator named) a
     host resolving to a private/loopback/link-local address. The guard is for
@@ -145,7 +146,8 @@ class HttpFetcher:
 
     def __init__(self, *, max_bytes: int = DEFAULT_MAX_BYTES, connect_timeout: float = 10.0,
                  total_timeout: float = 60.0, retries: int = 3, allow_private: bool = False,
-                 trusted: Iterable[str] = (), backoff_base: float = 0.5, backoff_cap: float = 30.0, rng: random.Random | None = None):
+                 trusted: Iterable[str] = (), backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 rng: random.Random | None = None):
         self.max_bytes = max_bytes
         self.total_timeout = total_timeout
         self.retries = retries

@@ -97,9 +97,11 @@ class SynthRegistry(Signer):
 
     def graph_snapshot(self, pn: str, created_at: str, *, n_claims: int = 3, prev: dict[str, Any] | None = None,
                        title: str | None = None) -> dict[str, Any]:
-        claims = [{"id": f"c{i}", "text": f"claim {i} of {pn}: " + "lorem ipsum dolor sit amet " * 4} for i in range(n_claims)]
-        payload = {"graph_snapshot": {"builder_version": "synth", "paper": {"title": title or f"Synthetic paper {pn[-8:]}",
-                   "authors_text": "A. Author, B. Author"}, "claims": {"count": n_claims, "items": claims}},
+        claims = [{"id": f"c{i}", "text": f"claim {i} of {pn}: " + "lorem ipsum dolor sit amet " * 4}
+                  for i in range(n_claims)]
+        paper = {"title": title or f"Synthetic paper {pn[-8:]}", "authors_text": "A. Author, B. Author"}
+        payload = {"graph_snapshot": {"builder_version": "synth", "paper": paper,
+                                      "claims": {"count": n_claims, "items": claims}},
                    "verdict_id": None}
         pid = prev["event_id"] if prev else None
         return self.event(pn, "graph_snapshot", "graph", payload, created_at, prev=pid, supersedes=[pid] if pid else [])
@@ -136,7 +138,8 @@ class SynthMirror(Signer):
                           supersedes=[pid] if pid else [])
 
     def witness(self, pn: str, digest: str, created_at: str) -> dict[str, Any]:
-        payload = {"anchor_type": "witness", "anchored": {"kind": "canonical_record", "sha256": digest}, "proof_b64": None}
+        payload = {"anchor_type": "witness", "anchored": {"kind": "canonical_record", "sha256": digest},
+                   "proof_b64": None}
         return self.event(pn, "timestamp_anchor", "timestamp", payload, created_at)
 
     def citation(self, pn: str, created_at: str, i: int, prev: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -146,7 +149,8 @@ class SynthMirror(Signer):
                           prev=prev["event_id"] if prev else None)
 
 
-def synthetic_subject(reg: SynthRegistry, n: int, n_events: int, mirrors: list[SynthMirror]) -> tuple[str, list[dict[str, Any]]]:
+def synthetic_subject(reg: SynthRegistry, n: int, n_events: int,
+                      mirrors: list[SynthMirror]) -> tuple[str, list[dict[str, Any]]]:
     """A subject with about `n_events` events: its record, a graph snapshot chain
     (each superseding the last), storage attestation chains and citations."""
     pn, rec = reg.record_created(n)
