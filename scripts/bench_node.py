@@ -23,7 +23,6 @@ import math
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from pithnode.node import peer
 from pithnode.node.runner import run_node
 from pithnode.node.service import admission_pool
 from pithnode.store import Store
+from pithnode.testing.procs import free_port, wait_up
 from pithnode.testing.synth import SynthMirror, SynthRegistry, synthetic_subject
 
 REG = SynthRegistry("bench-registry")
@@ -77,9 +77,7 @@ def serve_in_process(tmp: Path, config: Any, http_workers: int = 0, peers: tuple
                      gossip_interval: float = 3600.0,
                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """`pithnode run` on a store, in a child process; returns it and its URL."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     e = REG.config_entry()
     toml = tmp / f"{config.data_dir.name}.toml"
     toml.write_text("\n".join([
@@ -93,20 +91,6 @@ def serve_in_process(tmp: Path, config: Any, http_workers: int = 0, peers: tuple
                              "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)
     return proc, f"http://127.0.0.1:{port}"
-
-
-async def wait_up(url: str, poll: float = 0.1) -> None:
-    import httpx
-
-    with trio.fail_after(30):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(poll)
 
 
 async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -329,15 +313,13 @@ async def bench_serving(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             for p in paths:  # the same bytes, as static files
                 (www / p.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
                 (www / p.lstrip("/")).write_bytes((await client.get(url + p)).content)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            nport = sock.getsockname()[1]
+        nport = free_port()
         for d in (tmp, tmp / "nginx", *[q for q in www.rglob("*")], www):  # nginx workers drop root
             d.chmod(0o755)
         (tmp / "nginx" / "nginx.conf").write_text(NGINX_CONF.format(root=tmp / "nginx", port=nport))
         nginx = subprocess.Popen(["nginx", "-c", str(tmp / "nginx" / "nginx.conf"), "-p", str(tmp / "nginx")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await wait_up_plain(f"http://127.0.0.1:{nport}{paths[1]}")
+        await wait_up(f"http://127.0.0.1:{nport}", paths[1], poll=0.05)
         out: dict[str, Any] = {"bundle_bytes": (www / paths[0].lstrip("/")).stat().st_size}
         targets = {"node": url, "nginx": f"http://127.0.0.1:{nport}"}
         if baseline is not None:
@@ -417,20 +399,6 @@ async def pipelining_flood(pid: int, url: str, path: str, conns: int, requests: 
     return {"connections": conns, "pipelined_each": requests, "pss_before_mb": round(before, 1),
             "pss_peak_mb": round(peak, 1), "growth_mb": round(peak - before, 1), "healthz": health,
             "healthz_ms": round(health_ms, 1), "pass": peak - before < 100 and health == 200}
-
-
-async def wait_up_plain(url: str) -> None:
-    import httpx
-
-    with trio.fail_after(20):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(url)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.05)
 
 
 def push_load(url: str, seconds: float) -> None:

@@ -4,7 +4,6 @@ server on a 127.0.0.1 port picked by the OS, all in one trio process."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from helpers import REG
 from pithnode.config import load_config
 from pithnode.node import peer
 from pithnode.node.runner import Running, run_node
+from pithnode.testing.procs import free_port, wait_up  # noqa: F401 (tests import them from here)
 
 
 def node_config(tmp: Path, name: str, **extra: Any):  # type: ignore[no-untyped-def]
@@ -76,22 +76,3 @@ async def push(url: str, events: list[dict[str, Any]], keys: list[dict[str, Any]
     body = peer.encode({"v": peer.VERSION, "events": [json.dumps(e).encode() for e in events], "keys": keys})
     async with httpx.AsyncClient() as client:
         return await client.post(f"{url}/peer/v1/push", content=body)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_up(url: str, timeout: float = 30.0) -> None:
-    """Until the node (a process) at `url` answers its health check."""
-    with trio.fail_after(timeout):
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    if (await client.get(url + "/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.1)
