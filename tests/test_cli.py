@@ -118,6 +118,10 @@ def test_offline_store_commands(tmp_path: Path):
     assert len(eq) == 1 and fork["event_id"] in eq[0]["event_ids"] and len(eq[0]["events"]) == 2
     assert json.loads(run_cli("equivocations", "--json", "--since", "2999-01-01T00:00:00Z", config_path=cfg).stdout)["equivocations"] == []
 
+    missing = tmp_path / "no-such-dir" / "export.json"
+    r = run_cli("export", "pith:EL6A4QOT", "-o", str(missing), config_path=cfg)
+    assert r.returncode == 2 and "no directory" in r.stderr and not missing.parent.exists()
+
     out = tmp_path / "export.json"
     r = run_cli("export", "pith:EL6A4QOT", "-o", str(out), config_path=cfg)
     assert r.returncode == 0, r.stderr

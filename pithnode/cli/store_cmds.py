@@ -160,6 +160,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     cfg = config_from(args)
+    if args.output and not Path(args.output).resolve().parent.is_dir():  # a usage error, found before any work
+        raise UsageError(f"cannot write {args.output}: no directory {Path(args.output).resolve().parent}")
     with open_store(cfg, must_exist=True) as store:
         subject = _subject(store, args.id)
         ident = node_identity(cfg, args.public_url)
