@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
-from ..errors import EXIT_PROBLEM, InputError, ResourceError  # noqa: F401  (EXIT_PROBLEM: for the subcommands)
+from ..errors import InputError, ResourceError
 
 EXIT_OK, EXIT_CONFLICT = 0, 3
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "data" / "pithnode.example.toml"

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
-from .common import EXAMPLE_CONFIG, EXIT_OK, EXIT_PROBLEM, config_from, print_json, unwritable
+from ..errors import EXIT_PROBLEM
+from .common import EXAMPLE_CONFIG, EXIT_OK, config_from, print_json, unwritable
 
 CORRUPT_FIX = "stop the node, move the store aside (with its -wal and -shm files) and re-sync or import an export"
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("doctor", parents=[common], help="check config, key, store and sources; say what to fix",
                        description="Check the configuration, the node key, the store (PRAGMA integrity_check, "
                                    "states against a fresh merge with --deep) and the reachability of the "

@@ -25,7 +25,7 @@ node per data dir: a second `run` on it refuses, naming the first.
 """
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="run the long-lived mirror node",
                        description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 127.0.0.1:8780)")

@@ -15,21 +15,13 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..core import canonical_bytes
+from ..errors import EXIT_PROBLEM
 from ..identity import NodeIdentity, load_or_create_key
 from ..ingest import import_bundles
 from ..store import Store, StoreError
 from ..timeutil import parse_since, utc_now, utc_now_precise
 from ..views import NotHeld, equivocation_reports, events_of, find_subject, own_bundle, state_of
-from .common import (
-    EXIT_CONFLICT,
-    EXIT_OK,
-    EXIT_PROBLEM,
-    UsageError,
-    config_from,
-    equivocation_line,
-    print_json,
-    writable_data_dir,
-)
+from .common import EXIT_CONFLICT, EXIT_OK, UsageError, config_from, equivocation_line, print_json, writable_data_dir
 
 
 def _since(text: str) -> str:

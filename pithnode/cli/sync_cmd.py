@@ -7,9 +7,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..config import PRIMARY_RESOLVER
+from ..errors import EXIT_PROBLEM
 from ..store import Store
 from ..timeutil import utc_now
-from .common import EXIT_CONFLICT, EXIT_OK, EXIT_PROBLEM, UsageError, equivocation_line, print_json, writable_data_dir
+from .common import EXIT_CONFLICT, EXIT_OK, UsageError, equivocation_line, print_json, writable_data_dir
 
 if TYPE_CHECKING:
     from ..sync import SyncReport
@@ -35,7 +36,7 @@ replicate; 2 bad usage.
 """
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sync", parents=[common], help="replicate and verify one record once",
                        description=SYNC_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("id", metavar="ID")

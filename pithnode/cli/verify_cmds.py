@@ -9,7 +9,8 @@ from typing import Any
 
 from ..core import KeyRing, admit, canonical_bytes, check_bundle, check_record_json, merge, parse_json, state_hash
 from ..core.conformance import run_vector
-from .common import EXIT_OK, EXIT_PROBLEM, UsageError, config_from, equivocation_line, print_json
+from ..errors import EXIT_PROBLEM
+from .common import EXIT_OK, UsageError, config_from, equivocation_line, print_json
 
 VERIFY_HELP = """\
 Check Pith documents offline: a bundle (/pith/<CODE>/bundle.json), a record
@@ -23,7 +24,7 @@ Trusted registry keys come from the config (default: the real registry key).
 """
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", parents=[common], help="verify bundles, records, states or event lists offline",
                        description=VERIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE", help="JSON file ('-' for standard input)")

@@ -39,7 +39,7 @@ class HostBackoff:
 
     def failed(self, host: str, now: float, retry_after: float | None) -> float:
         n = self.failures[host] = self.failures.get(host, 0) + 1
-        delay = min(MAX_BACKOFF, 5.0 * 2 ** min(n, 12)) * (0.5 + self.rng.random())
+        delay = min(MAX_BACKOFF, 5.0 * 2.0 ** min(n, 12)) * (0.5 + self.rng.random())
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_BACKOFF))
         self.until[host] = now + delay
