@@ -104,7 +104,7 @@ def trace_node(workdir: Path) -> tuple[str, Path]:
     try:
         async def exercise() -> None:
             with trio.fail_after(120):
-                await wait_up(url, 60)
+                await wait_up(url, timeout=60)
                 async with httpx.AsyncClient(timeout=60) as client:
                     pn, evs = synthetic_subject(REG, 8800, 200, MIRRORS)  # enough for the worker processes
                     keys = [REG.entry(), *(m.entry() for m in MIRRORS)]

@@ -16,9 +16,10 @@ def free_port() -> int:
         return port
 
 
-async def wait_up(url: str, path: str = "/healthz", *, poll: float = 0.1) -> None:
-    """Until `url + path` answers 200 (a node process's health check by default); fails after 30 s."""
-    with trio.fail_after(30):
+async def wait_up(url: str, path: str = "/healthz", *, timeout: float = 30.0,  # noqa: ASYNC109 (fail, never hang)
+                  poll: float = 0.1) -> None:
+    """Until `url + path` answers 200 (a node process's health check by default)."""
+    with trio.fail_after(timeout):
         async with httpx.AsyncClient() as client:
             while True:
                 try:
