@@ -50,7 +50,7 @@ OUTCOMES: dict[str, Outcome] = {
     "pithnode.cli.common.UsageError": Outcome(EXIT_USAGE, 400),
     "pithnode.identity.KeyFileError": Outcome(EXIT_USAGE, 400),  # the operator fixes the file (mode, contents)
     # resources
-    "pithnode.store.StoreError": Outcome(EXIT_PROBLEM, 503),
+    "pithnode.store.rows.StoreError": Outcome(EXIT_PROBLEM, 503),
     "pithnode.net.fetch.FetchError": Outcome(EXIT_PROBLEM, 503),
     "pithnode.lock.DataDirBusy": Outcome(EXIT_PROBLEM, 503),
     "pithnode.cli.common.CommandError": Outcome(EXIT_PROBLEM, 503),

@@ -353,8 +353,8 @@ def _flag_source(store: Store, bundle: dict[str, Any], report: BundleReport, res
             "source": source, "missing_count": len(missing), "missing": missing[:50],
             "bundle_sha256": report.bundle_sha256}, source, now)
     built = _instant(result.built_at)
-    newest = max(((_instant(s["built_at"]), s["url"]) for s in store.sources(pn)
-                  if s["url"] != source and s["built_at"] and _instant(s["built_at"])), default=None)
+    newest = max(((_instant(s.built_at), s.url) for s in store.sources(pn)
+                  if s.url != source and s.built_at and _instant(s.built_at)), default=None)
     if built is not None and newest is not None and newest[0] - built > STALE_AFTER:
         result.flags.append("stale")  # frozen: its bundle stopped advancing while another moved on
         store.add_report("stale", pn, f"stale|{pn}|{source}|{result.built_at}", {

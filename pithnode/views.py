@@ -13,7 +13,7 @@ from .core import MERGE_VERSION, KeyRing, build_bundle, mirror_hint_entry, parse
 from .errors import InputError
 from .identity import NodeIdentity
 from .ingest import report_key
-from .store import Store, Subject
+from .store import Report, Store, Subject
 
 _ARXIV_RE = re.compile(r"(?:arxiv:)?((?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?)", re.I | re.ASCII)
 _DOI_RE = re.compile(r"(?:https?://(?:dx\.)?doi\.org/|doi:)?10\.48550/arxiv\.(.+)", re.I)
@@ -76,8 +76,8 @@ def _source_bases(store: Store, subject: str | None = None) -> list[str]:
     """Base URLs of the bundle sources that answered (for one record, or all)."""
     out = []
     for src in store.sources(subject):
-        m = _BUNDLE_URL.match(src["url"])
-        if m and src["last_success"]:
+        m = _BUNDLE_URL.match(src.url)
+        if m and src.last_success:
             out.append(m.group(1))
     return list(dict.fromkeys(out))
 
@@ -89,7 +89,8 @@ def known_mirror_hints(store: Store, subject: Subject, own_base_url: str | None)
     state = state_of(store, subject) or {"current": {"mirror_hints": []}}
     for ev in state["current"]["mirror_hints"]:
         p = ev["payload"]
-        hints.setdefault(p["base_url"].rstrip("/"), mirror_hint_entry(p.get("name") or p["base_url"], p["base_url"], subject.code))
+        hints.setdefault(p["base_url"].rstrip("/"),
+                         mirror_hint_entry(p.get("name") or p["base_url"], p["base_url"], subject.code))
     for base in _source_bases(store, subject.pith_number):
         hints.setdefault(base, mirror_hint_entry(base, base, subject.code))
     if own_base_url:
@@ -135,20 +136,20 @@ def equivocation_reports(store: Store, *, since: str | None = None, subject: str
     events as evidence (anyone can verify them offline)."""
     out = []
     for rep in store.reports("equivocation", since=since, subject=subject, limit=limit, offset=offset):
-        eq = rep["detail"]
+        eq = rep.detail
         evidence, keys = signed_evidence(store, eq["event_ids"])
-        out.append({"pith_number": rep["subject"], "first_seen": rep["first_seen"], "last_seen": rep["last_seen"],
-                    "source": rep["source"], **eq, "events": evidence, "public_keys": keys})
+        out.append({"pith_number": rep.subject, "first_seen": rep.first_seen, "last_seen": rep.last_seen,
+                    "source": rep.source, **eq, "events": evidence, "public_keys": keys})
     return out
 
 
 EVIDENCE_KINDS = ("equivocation", "disagreement")
 
 
-def evidence_id(report: dict[str, Any]) -> str:
+def evidence_id(report: Report) -> str:
     """A report's id in page URLs and the feed: a hash of what makes it one report (the store's
     dedupe key), so it is the same across restarts and on every node that saw the same conflict."""
-    key = report_key(report["kind"], report["subject"], report["detail"])
+    key = report_key(report.kind, report.subject, report.detail)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -156,8 +157,8 @@ def evidence_reports(store: Store, *, subject: str | None = None, limit: int = 5
     """Equivocation and disagreement reports, newest first, each with its `id` (and for an
     equivocation the `signer` of its events)."""
     reports = [r for kind in EVIDENCE_KINDS for r in store.reports(kind, subject=subject, limit=limit)]
-    reports.sort(key=lambda r: r["first_seen"], reverse=True)
-    return [_with_signer(store, {**r, "id": evidence_id(r)}) for r in reports[:limit]]
+    reports.sort(key=lambda r: r.first_seen, reverse=True)
+    return [_with_signer(store, r, evidence_id(r)) for r in reports[:limit]]
 
 
 def find_evidence(store: Store, subject: str, eid: str) -> dict[str, Any] | None:
@@ -167,14 +168,15 @@ def find_evidence(store: Store, subject: str, eid: str) -> dict[str, Any] | None
     for kind in EVIDENCE_KINDS:
         for r in store.reports(kind, subject=subject, limit=10_000):
             if evidence_id(r) == eid:
-                return _with_signer(store, {**r, "id": eid})
+                return _with_signer(store, r, eid)
     return None
 
 
-def _with_signer(store: Store, r: dict[str, Any]) -> dict[str, Any]:
-    """An equivocation report with the `signer` of its events (None for a disagreement)."""
-    first = store.events_by_id(r["detail"]["event_ids"][:1]) if r["kind"] == "equivocation" else []
-    return {**r, "signer": json.loads(first[0][1])["signer"] if first else None}
+def _with_signer(store: Store, r: Report, eid: str) -> dict[str, Any]:
+    """A report as the pages show it: with its evidence `id` and, for an equivocation, the
+    `signer` of its events (None for a disagreement)."""
+    first = store.events_by_id(r.detail["event_ids"][:1]) if r.kind == "equivocation" else []
+    return {**r.to_json(), "id": eid, "signer": json.loads(first[0].body)["signer"] if first else None}
 
 
 def evidence_doc(store: Store, report: dict[str, Any]) -> dict[str, Any] | None:
@@ -244,15 +246,17 @@ def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, gener
     """`/pith-mirrors.json`, shaped like the registry's: ourselves, then every
     mirror we learned of (bundle sources that answered, mirror_hint events)."""
     def entry(name: str, base: str, status: str, key: dict[str, Any] | None = None) -> dict[str, Any]:
-        e: dict[str, Any] = {"name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
-             "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json", "state_pattern": f"{base}/pith/{{suffix}}/state.json",
-             "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json", "status": status}
+        e: dict[str, Any] = {
+            "name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
+            "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json", "state_pattern": f"{base}/pith/{{suffix}}/state.json",
+            "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json", "status": status}
         if key is not None:
             e["public_key"] = key
         return e
 
     own = identity.ring().entries()[0]
-    mirrors = [entry("pithnode", public_url.rstrip("/"), "self", {**own, "url": f"{public_url.rstrip('/')}/pith-signing-key.json"})]
+    own_key = {**own, "url": f"{public_url.rstrip('/')}/pith-signing-key.json"}
+    mirrors = [entry("pithnode", public_url.rstrip("/"), "self", own_key)]
     seen = {public_url.rstrip("/")}
     # from what we hold, read through indexes (no record's state is parsed):
     # sources that answered, then mirror_hint events

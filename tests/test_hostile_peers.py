@@ -15,7 +15,7 @@ import trio
 
 from helpers import MIRRORS, REG
 from nodes import connect, get_json, nodes, push, wait_converged
-from pithnode import store as store_mod
+from pithnode.store import eventlog, journal
 from pithnode.core import canonical_bytes, reconcile
 from pithnode.core.events import MAX_EVENT_BYTES
 from pithnode.node import peer as peer_mod
@@ -84,8 +84,8 @@ async def test_peer_strings_are_bounded_and_rejections_counted_not_copied(tmp_pa
     """A huge `from` is refused; wrong-hash events are counted per (source, reason)
     with a few samples, the samples and tallies are capped, and the log gets one
     line per push at most, not one per event."""
-    monkeypatch.setattr(store_mod, "REJECTION_SAMPLES", 12)
-    monkeypatch.setattr(store_mod, "REJECTION_TALLIES", 3)
+    monkeypatch.setattr(journal, "REJECTION_SAMPLES", 12)
+    monkeypatch.setattr(journal, "REJECTION_TALLIES", 3)
     caplog.set_level(logging.WARNING, logger="pithnode.node")
     async with nodes(tmp_path, 1, attest=False) as (a,):
         pn, evs = synthetic_subject(REG, 7100, 4, MIRRORS)
@@ -101,11 +101,11 @@ async def test_peer_strings_are_bounded_and_rejections_counted_not_copied(tmp_pa
                                       content=peer_mod.encode({**body, "from": f"http://{host}.test"}))
                 assert r.status_code == 200 and msgpack.unpackb(r.content)["rejected"] == 500
         tally = a.node.store.rejection_tally()  # capped at 3: the least recently seen (h1) dropped
-        assert [(t["source"], t["reason"], t["count"]) for t in tally] == [
+        assert [(t.source, t.reason, t.count) for t in tally] == [
             ("peer http://h3.test", "hash_mismatch", 500), ("peer http://h0.test", "hash_mismatch", 1000),
             ("peer http://h2.test", "hash_mismatch", 500)]
         samples = a.node.store.rejections(limit=10_000)
-        assert len(samples) == 12 and all(len(s["event_id"]) <= 80 for s in samples)
+        assert len(samples) == 12 and all(len(s.event_id or "") <= 80 for s in samples)
         assert a.node.store.size_bytes() - size < 1024 * 1024  # 2,500 rejections of 5 KB ids: not 12 MB
         lines = [r for r in caplog.records if "rejected" in r.getMessage()]
         assert 1 <= len(lines) <= 5 and all(len(r.getMessage()) < 2_000 for r in lines)
@@ -143,7 +143,7 @@ async def test_a_stranger_may_make_us_store_a_bounded_number_of_new_records_and_
         counts = msgpack.unpackb(r.content)
         assert counts["admitted"] == 30 and counts["rejected"] == 170
         assert a.node.store.subject_count() == 31
-        assert {(t["reason"], t["count"]) for t in a.node.store.rejection_tally()} == {("quota", 170)}
+        assert {(t.reason, t.count) for t in a.node.store.rejection_tally()} == {("quota", 170)}
         assert a.node.store.key_ring() is ring and len(ring) == 2 + 1 + 30  # mirrors, registry, 30 new
         # on a record it holds, new keys are charged too (10 left of 40), known ones are not
         more = [SynthMirror(f"late-{i}", f"https://late{i}.test") for i in range(15)]
@@ -271,8 +271,8 @@ async def test_mirror_hints_are_parsed_once_not_at_every_rebuild(tmp_path: Path,
         status, doc = await get_json(f"{a.url}/pith-mirrors.json")
         assert status == 200 and len(doc["mirrors"]) == 51
         read = []
-        real_unpack = store_mod.unpack
-        monkeypatch.setattr(store_mod, "unpack", lambda b: read.append(1) or real_unpack(b))
+        real_unpack = eventlog.unpack
+        monkeypatch.setattr(eventlog, "unpack", lambda b: read.append(1) or real_unpack(b))
         r = await push(a.url, [hint(hints[50])], [hints[50].entry()])
         assert msgpack.unpackb(r.content)["admitted"] == 1
         read.clear()  # (the push read the record's events to merge it)

@@ -177,7 +177,7 @@ async def test_hostile_peer_is_refused_while_honest_nodes_converge(tmp_path: Pat
         r = await push(target, [bad, {"not": "an event"}], [])
         assert r.status_code == 200
         assert msgpack.unpackb(r.content)["rejected"] == 2
-        reasons = {x["reason"] for x in running[1].node.store.rejections()}
+        reasons = {x.reason for x in running[1].node.store.rejections()}
         assert "hash_mismatch" in reasons
         await wait_converged(running, [code])
 
@@ -201,7 +201,7 @@ async def test_polling_follows_a_record_with_conditional_requests(tmp_path: Path
             conditional = [r for r in registry.requests if r["path"] == path and "if-none-match" in r]
             assert conditional
             src = a.node.store.source(registry.url + path)
-            assert src["etag"] and src["last_success"] and src["failures"] == 0
+            assert src is not None and src.etag and src.last_success and src.failures == 0
             # a new event at the registry is picked up by the next poll
             last = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
             new = REG.graph_snapshot(pn, "2026-06-01T00:00:00Z", prev=last)
@@ -214,7 +214,7 @@ async def test_polling_follows_a_record_with_conditional_requests(tmp_path: Path
             before = registry.hits[path]
             await trio.sleep(1.5)
             assert registry.hits[path] - before <= 2
-            assert a.node.store.source(registry.url + path)["failures"] >= 1
+            assert (src := a.node.store.source(registry.url + path)) is not None and src.failures >= 1
 
 
 async def test_peers_are_discovered_from_mirror_hint_events(tmp_path: Path):

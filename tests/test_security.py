@@ -86,7 +86,7 @@ async def test_flood_of_fresh_keys_is_capped_reported_and_honest_events_flow(tmp
         r = await push(a.url, [e for e, _ in flood], [k for _, k in flood])
         counts = msgpack.unpackb(r.content)
         assert counts["admitted"] < 6 and counts["admitted"] + counts["rejected"] == 40
-        assert any(x["reason"] == "quota" for x in a.node.store.rejections())
+        assert any(x.reason == "quota" for x in a.node.store.rejections())
         assert a.node.store.reports("flood")
         # honest events still flow, to a and on to b
         last = [e for e in evs if e["event_type"] == "graph_snapshot"][-1]
@@ -158,4 +158,4 @@ async def test_a_node_never_refuses_its_own_attestations_under_its_flood_quota(t
         made = await attest_all(a.node)
         own = a.node.own_events(a.node.store.subject(pn))
         assert made >= 2 and len([e for e in own if e["event_type"] != "record_created"]) == made
-        assert not [r for r in a.node.store.rejections() if r.get("source") == "self"]
+        assert not [r for r in a.node.store.rejections() if r.source == "self"]

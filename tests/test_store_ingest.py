@@ -80,10 +80,10 @@ def test_tampered_bundle_rejected_event_by_event(env):
     assert [(r["index"], r["reason"]) for r in res.rejected] == [(3, "hash_mismatch"), (5, "bad_signature")]
     assert len(res.new_event_ids) == 10
     rows = store.rejections()
-    assert {r["reason"] for r in rows} == {"hash_mismatch", "bad_signature"} and all(r["source"] == "test" for r in rows)
+    assert {r.reason for r in rows} == {"hash_mismatch", "bad_signature"} and all(r.source == "test" for r in rows)
     # its published state (over all 12 events) is not our merge of the 10 admitted: a disagreement
     assert res.source_state_matches is False
-    assert [r["kind"] for r in store.reports("disagreement")] == ["disagreement"]
+    assert [r.kind for r in store.reports("disagreement")] == ["disagreement"]
     assert_states_are_fresh_merges(store, cfg)
 
 
@@ -119,7 +119,7 @@ def test_lying_state_is_a_disagreement(env):
     assert res.signature_ok and res.source_state_matches is False
     assert res.state_sha256 == honest["state_sha256"]  # we keep our own merge
     (rep,) = store.reports("disagreement")
-    assert rep["detail"]["published_state_sha256"] == lie["state_sha256"]
+    assert rep.detail["published_state_sha256"] == lie["state_sha256"]
 
 
 def KeyRingOf(signers):

@@ -185,6 +185,6 @@ async def test_poller_uses_conditional_requests_and_backs_off_a_failing_host(tmp
             assert len(sim.requests) == asked == 3
             assert poller.backoff.until["a.test"] >= t0 + 120.0  # Retry-After honoured
             src = node.store.source(url)
-            assert src["last_error"] == f"{url}: HTTP 503" and src["failures"] == 1
+            assert src is not None and src.last_error == f"{url}: HTTP 503" and src.failures == 1
     finally:
         node.close()

@@ -283,9 +283,9 @@ def cmd_rejections(args: argparse.Namespace) -> int:
     with open_store(cfg, must_exist=True, readonly=True) as store:
         rows = store.rejections(since=args.since, limit=args.limit)
     if args.json:
-        print_json({"rejections": rows})
+        print_json({"rejections": [r.to_json() for r in rows]})
         return EXIT_OK
     for r in rows:
-        print(f"{r['at']}  {r['reason']:<14} {r['subject'] or '-'}  {r['event_id'] or '-'}  from {r['source']}: {r['detail']}")
+        print(f"{r.at}  {r.reason:<14} {r.subject or '-'}  {r.event_id or '-'}  from {r.source}: {r.detail}")
     print(f"{len(rows)} rejection(s)", file=sys.stderr)
     return EXIT_OK

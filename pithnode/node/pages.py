@@ -26,7 +26,7 @@ import trio
 
 from .. import __version__
 from ..core import KeyRing, check_bundle
-from ..store import Subject
+from ..store import BundleCheck, Subject
 from ..views import events_of, evidence_doc, evidence_reports, find_evidence, known_mirror_hints, state_of
 
 if TYPE_CHECKING:
@@ -261,8 +261,8 @@ class Pages:
 
     def respond(self, route: str, m: re.Match[str]) -> Response:
         if route in ("css", "icon"):
-            kind, body = (b"text/css; charset=utf-8", STYLE) if route == "css" else (b"image/svg+xml", ICON)
-            return 200, [(b"content-type", kind), (b"cache-control", b"public, max-age=3600")], body.encode()
+            kind, text = (b"text/css; charset=utf-8", STYLE) if route == "css" else (b"image/svg+xml", ICON)
+            return 200, [(b"content-type", kind), (b"cache-control", b"public, max-age=3600")], text.encode()
         if route == "status":
             at, body = self._status
             if time.monotonic() - at > PAGE_TTL:
@@ -311,8 +311,8 @@ class Pages:
             "key_id": ident.key_id, "key_fingerprint": ident.fingerprint, "records": store.subject_count(),
             "events": store.event_count(), "unmerged_records": len(node.unmerged),
             "followed": [s.pith_number for s in store.subjects(followed_only=True, limit=LISTED)],
-            "sources": [{"url": s["url"], "record": s["subject"], "last_attempt": s["last_attempt"],
-                         "last_success": s["last_success"], "failures": s["failures"], "error": s["last_error"]}
+            "sources": [{"url": s.url, "record": s.subject, "last_attempt": s.last_attempt,
+                         "last_success": s.last_success, "failures": s.failures, "error": s.last_error}
                         for s in store.recent_sources(LISTED)],
             "peers": [{"url": url, "healthy": p.healthy, "last_ok": p.last_ok, "failures": p.failures,
                        "error": p.last_error} for url, p in sorted(self.peers.peers.items())],
@@ -342,9 +342,9 @@ class Pages:
             f"<td>{_report_who(r)}</td><td>{_record_link(r['subject'])}</td><td>{_when(r['first_seen'], now)}</td></tr>"
             for r in evidence_reports(store, limit=LISTED)]
         rejections = [
-            f"<tr><td>{_when(r['at'], now)}</td><td>{_e(r['reason'])}</td>"
-            f"<td>{_record_link(r['subject'])}</td><td><code>{_short(r['event_id'] or '', 24)}</code></td>"
-            f"<td>{_link(r['source'] or '?')}</td><td>{_short(r['detail'] or '', 80)}</td></tr>"
+            f"<tr><td>{_when(r.at, now)}</td><td>{_e(r.reason)}</td>"
+            f"<td>{_record_link(r.subject)}</td><td><code>{_short(r.event_id or '', 24)}</code></td>"
+            f"<td>{_link(r.source or '?')}</td><td>{_short(r.detail or '', 80)}</td></tr>"
             for r in store.rejections(limit=LISTED)]
         polls = [
             f"<tr><td>{_link(s['url'])}</td><td>{_record_link(s['record'])}</td>"
@@ -383,7 +383,7 @@ class Pages:
         now = time.time()
         rc = cur.get("record_created") or {}
         record = cur.get("canonical_record") or {}
-        source = record.get("source") if isinstance(record.get("source"), dict) else {}
+        source: dict[str, Any] = record["source"] if isinstance(record.get("source"), dict) else {}
         paper = _paper(cur)
         title = paper.get("title") or subject.title or subject.pith_number
         code = subject.code
@@ -414,8 +414,8 @@ class Pages:
 
         ours = subject.state_sha256
         checks = [
-            f"<tr><td>{_link(c['source'] or 'imported file')}</td><td>{_when(c['at'], now)}</td>"
-            f"<td><code>{_short(c['published_state_sha256'], 16)}</code></td>"
+            f"<tr><td>{_link(c.source or 'imported file')}</td><td>{_when(c.at, now)}</td>"
+            f"<td><code>{_short(c.published_state_sha256, 16)}</code></td>"
             f"<td>{_agreement(c, ours)}</td></tr>"
             for c in store.latest_bundle_checks(subject.pith_number)]
         conflicts = [
@@ -596,12 +596,12 @@ def _peer_row(p: dict[str, Any], now: float) -> str:
             f"<td>{_short(p['error'] or '', 120)}</td></tr>")
 
 
-def _agreement(check: dict[str, Any], ours: str | None) -> str:
-    if not check["signature_ok"]:
+def _agreement(check: BundleCheck, ours: str | None) -> str:
+    if not check.signature_ok:
         return "<span class=bad>bundle signature fails</span>"
-    if not check["source_state_matches"]:
+    if not check.source_state_matches:
         return "<span class=bad>disagrees</span>: its state is not the merge of its own events"
-    if check["published_state_sha256"] == ours:
+    if check.published_state_sha256 == ours:
         return "<span class=ok>same as ours</span>"
     return "consistent, but holds other events than we do (it will catch up, or we will)"
 

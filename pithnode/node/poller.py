@@ -84,10 +84,11 @@ class Poller:
         if not self.backoff.ready(host, trio.current_time()):
             return
         store, node = self.node.store, self.node
-        prev = store.source(url) or {}
+        prev = store.source(url)
+        etag, last_modified = (prev.etag, prev.last_modified) if prev else (None, None)
         async with self.limit:
             try:
-                res = await self.fetcher.get(url, etag=prev.get("etag"), last_modified=prev.get("last_modified"),
+                res = await self.fetcher.get(url, etag=etag, last_modified=last_modified,
                                              max_bytes=node.cfg.max_bundle_bytes)
                 if res.not_modified:
                     self._note(url, None, True, None)
