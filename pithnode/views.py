@@ -248,7 +248,8 @@ def mirror_manifest(store: Store, identity: NodeIdentity, public_url: str, gener
     def entry(name: str, base: str, status: str, key: dict[str, Any] | None = None) -> dict[str, Any]:
         e: dict[str, Any] = {
             "name": name, "mirror_type": "https" if base.startswith("https:") else "http", "base_url": base,
-            "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json", "state_pattern": f"{base}/pith/{{suffix}}/state.json",
+            "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json",
+            "state_pattern": f"{base}/pith/{{suffix}}/state.json",
             "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json", "status": status}
         if key is not None:
             e["public_key"] = key

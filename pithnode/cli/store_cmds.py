@@ -18,7 +18,7 @@ from ..core import canonical_bytes
 from ..errors import EXIT_PROBLEM
 from ..identity import NodeIdentity, load_or_create_key
 from ..ingest import import_bundles
-from ..store import Store, StoreError
+from ..store import Store, StoreError, Subject
 from ..timeutil import parse_since, utc_now, utc_now_precise
 from ..views import NotHeld, equivocation_reports, events_of, find_subject, own_bundle, state_of
 from .common import EXIT_CONFLICT, EXIT_OK, UsageError, config_from, equivocation_line, print_json, writable_data_dir
@@ -101,7 +101,7 @@ def node_identity(cfg: Config, public_url: str | None = None) -> NodeIdentity:
     return NodeIdentity(load_or_create_key(cfg.key_path), public_url or cfg.public_url or "pithnode-local")
 
 
-def _subject(store: Store, text: str):  # type: ignore[no-untyped-def]
+def _subject(store: Store, text: str) -> Subject:
     try:
         return find_subject(store, text)
     except NotHeld as exc:
@@ -120,8 +120,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         items = [(f"file:{os.path.abspath(p)}", (lambda p=p: Path(p).read_bytes())) for p in args.files]
         bar = tqdm(total=len(items), unit="bundle", disable=not show_bar)
         try:
-            for (_source, res), path in zip(import_bundles(store, items, trusted=trusted, registry=cfg.registry,
-                                                           now=utc_now, max_bytes=cfg.max_bundle_bytes), args.files, strict=True):
+            done = import_bundles(store, items, trusted=trusted, registry=cfg.registry, now=utc_now,
+                                  max_bytes=cfg.max_bundle_bytes)
+            for (_source, res), path in zip(done, args.files, strict=True):
                 bar.update()
                 if isinstance(res, Exception):
                     failed += 1
@@ -187,7 +188,8 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def _status_of(state: dict[str, Any]) -> dict[str, str]:
     status = {eid: "applied" for eid in state["applied_event_ids"]}
-    current = {p["event_id"] for k, v in state["current"].items() if isinstance(v, list) for p in v if isinstance(p, dict) and "event_id" in p}
+    current = {p["event_id"] for v in state["current"].values() if isinstance(v, list)
+               for p in v if isinstance(p, dict) and "event_id" in p}
     if state["current"]["record_created"]:
         current.add(state["current"]["record_created"]["event_id"])
     for eid in state["applied_event_ids"]:
@@ -227,19 +229,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  source: {src.get('kind')}:{src.get('id')} v{src.get('version')}")
     print(f"  record: {'present' if cur['record_created'] else 'NOT YET / DISPUTED'}")
     print(f"  state_sha256: {state['state_sha256']}")
-    print(f"  events {state['event_count']}, valid {state['valid_event_count']}, invalid {state['invalid_event_count']},"
-          f" equivocations {state['equivocation_count']}")
+    print(f"  events {state['event_count']}, valid {state['valid_event_count']}, "
+          f"invalid {state['invalid_event_count']}, equivocations {state['equivocation_count']}")
     status = _status_of(state)
     print("  timeline:")
     for e in events:
         who = "registry" if e["signer"]["signer_type"] == "pith_registry" else e["signer"]["signer_id"]
-        print(f"    {e['created_at']}  {e['event_type']:<20} {who:<28} {e['event_id'][7:19]}  {status.get(e['event_id'], '')}")
+        print(f"    {e['created_at']}  {e['event_type']:<20} {who:<28} {e['event_id'][7:19]}  "
+              f"{status.get(e['event_id'], '')}")
     for label, key in (("timestamp anchors", "timestamp_anchors"), ("storage attestations", "storage_attestations"),
                        ("mirror hints", "mirror_hints"), ("citation signatures", "citation_signatures")):
         if cur[key]:
             print(f"  {label}:")
             for p in cur[key]:
-                detail = p["payload"].get("location") or p["payload"].get("base_url") or p["payload"].get("anchor_type") or ""
+                payload = p["payload"]
+                detail = payload.get("location") or payload.get("base_url") or payload.get("anchor_type") or ""
                 print(f"    {p['created_at']}  {p['signer']['signer_id']}  {detail}")
     for eq in state["equivocations"]:
         print(f"  EQUIVOCATION by {equivocation_line(eq)}")
@@ -273,7 +277,8 @@ def cmd_equivocations(args: argparse.Namespace) -> int:
         for r in reports:
             print(f"{r['first_seen']}  {r['pith_number']}  {equivocation_line(r)}")
             for e in r["events"]:
-                print(f"    {e['event_id']}  {e['created_at']}  {e['event_type']}  signed by {e['signer']['signer_id']}")
+                print(f"    {e['event_id']}  {e['created_at']}  {e['event_type']}  "
+                      f"signed by {e['signer']['signer_id']}")
         print(f"{len(reports)} equivocation(s)" + (f" since {args.since}" if args.since else ""), file=sys.stderr)
     return EXIT_CONFLICT if args.exit_code and reports else EXIT_OK
 

@@ -57,6 +57,8 @@ LISTED = 20  # equivocations, rejections and sources listed on the status page
 MAX_ROWS = 400  # rows of a side-by-side comparison
 FEED_ENTRIES = 100
 TIMELINE = 2000  # events on a record's page, the newest (all of them: events.json)
+ATTESTATIONS = (("storage_attestations", "storage_attestation"), ("timestamp_anchors", "timestamp_anchor"))
+NO_CHECKS = "No bundle fetched from a source yet (events came by gossip)."
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
 
@@ -131,7 +133,8 @@ def _page(title: str, node_url: str, body: str, *, refresh: int | None = None) -
 <link rel="alternate" type="application/atom+xml" title="Equivocations and disagreements" href="/equivocations.atom">
 </head><body>
 <header><a href="/" class=home>pithnode</a> <span class=muted>{_e(node_url)}</span>
-<nav aria-label="node documents"><a href="/equivocations.atom">Atom feed</a> <a href="/equivocations.json">equivocations.json</a>
+<nav aria-label="node documents"><a href="/equivocations.atom">Atom feed</a>
+<a href="/equivocations.json">equivocations.json</a>
 <a href="/pith-mirrors.json">mirrors</a> <a href="/metrics">metrics</a></nav></header>
 <main>{body}</main></body></html>
 """
@@ -294,7 +297,8 @@ class Pages:
                          (b"content-disposition", f'attachment; filename="{_download_name(report)}"'.encode())], \
                 json.dumps(doc, ensure_ascii=False, sort_keys=True, indent=1).encode()
         return _html(node.cached(subject.pith_number, f"evidence {report['id']}",
-                                 lambda: self.evidence_page(subject, report).encode(), "text/html", version=version).body)
+                                 lambda: self.evidence_page(subject, report).encode(), "text/html",
+                                 version=version).body)
 
     def _not_found(self, why: str) -> Response:
         body = _page("Not found", self.node.public_url, f"<h1>Not found</h1><p>{_e(why)}</p>"
@@ -401,13 +405,15 @@ class Pages:
             if eid in invalid:
                 return f"<span class=bad>invalid</span>: {_e(invalid[eid])}"
             if eid in eq_page:
-                return f'<span class=bad>equivocating</span> (<a href="/pith/{code}/evidence/{eq_page[eid]}">evidence</a>)'
+                return (f'<span class=bad>equivocating</span> '
+                        f'(<a href="/pith/{code}/evidence/{eq_page[eid]}">evidence</a>)')
             if eid in applied:
                 return "<span class=ok>applied</span>" if eid in shown else "applied, superseded"
             return "<span class=muted>not merged yet</span>"
 
         timeline = [
-            f"<tr id=\"e-{_e(ev['event_id'][7:19])}\"><td>{_e(ev.get('created_at'))}</td><td>{_e(ev.get('event_type'))}</td>"
+            f"<tr id=\"e-{_e(ev['event_id'][7:19])}\"><td>{_e(ev.get('created_at'))}</td>"
+            f"<td>{_e(ev.get('event_type'))}</td>"
             f"<td>{_signer(ev.get('signer'))}</td><td>{fate(ev['event_id'])}</td><td>{_summary(ev)}</td>"
             f"<td><code title=\"{_e(ev['event_id'])}\">{_short(ev['event_id'][7:], 12)}</code></td></tr>"
             for ev in events_of(store, subject)[-TIMELINE:]]
@@ -422,13 +428,13 @@ class Pages:
             f"<li>{_e(r['kind'])} by {_report_who(r)}, first seen {_when(r['first_seen'], now)}: "
             f"<a href=\"/pith/{code}/evidence/{r['id']}\">evidence</a></li>" for r in reports]
         mirrors = [
-            f"<tr><td>{_e(h.get('name'))}</td><td>{_link(h.get('base_url'))}</td><td>{_e(h.get('status', ''))}</td></tr>"
+            f"<tr><td>{_e(h.get('name'))}</td><td>{_link(h.get('base_url'))}</td>"
+            f"<td>{_e(h.get('status', ''))}</td></tr>"
             for h in known_mirror_hints(store, subject, base)]
         attests = [
             f"<tr><td>{_e(kind)}</td><td>{_signer(p.get('signer'))}</td><td>{_e(p.get('created_at'))}</td>"
             f"<td>{_summary({'event_type': kind, 'payload': p.get('payload')})}</td></tr>"
-            for key, kind in (("storage_attestations", "storage_attestation"), ("timestamp_anchors", "timestamp_anchor"))
-            for p in cur.get(key) or [] if isinstance(p, dict)]
+            for key, kind in ATTESTATIONS for p in cur.get(key) or [] if isinstance(p, dict)]
         aliases = ", ".join(f"{_e(a.get('alias_kind'))} <code>{_e(a.get('alias_value'))}</code>"
                             for a in cur.get("source_aliases") or [] if isinstance(a, dict))
         docs = [("record JSON", f"/pith/{code}.json"), ("bundle (signed by this node)", f"/pith/{code}/bundle.json"),
@@ -438,6 +444,9 @@ class Pages:
         src_text = f"{_e(source.get('kind', '?'))} {_e(source.get('id', '?'))} v{_e(source.get('version', '?'))}"
         if source.get("kind") == "arxiv" and isinstance(source.get("id"), str):
             src_text = _link(f"https://arxiv.org/abs/{quote(source['id'], safe='./')}", src_text)
+        newest = (f"<p class=muted>The newest {TIMELINE} of {subject.event_count} events; all of them: events.json "
+                  "below.</p>" if subject.event_count > TIMELINE else "")
+        doc_list = "".join(f'<li><a href="{u}">{_e(n)}</a> <code>{_e(base + u)}</code></li>' for n, u in docs)
         body = f"""<h1>{_e(title)}</h1>
 <p class=authors>{_e(paper.get('authors_text') or '')}</p>
 <dl class=facts>
@@ -454,14 +463,14 @@ class Pages:
 {('<ul>' + ''.join(conflicts) + '</ul>') if conflicts else '<p class=muted>None seen.</p>'}</section>
 <section><h2>Sources seen</h2>
 <p>Each source's published state against ours (a source's own events merged by it must give its published state).</p>
-{_table(["source", "last fetched", "published state", "agreement"], checks, "No bundle fetched from a source yet (events came by gossip).")}</section>
+{_table(["source", "last fetched", "published state", "agreement"], checks, NO_CHECKS)}</section>
 <section><h2>Timeline</h2>
-{f'<p class=muted>The newest {TIMELINE} of {subject.event_count} events; all of them: events.json below.</p>' if subject.event_count > TIMELINE else ''}
+{newest}
 {_table(["created_at", "type", "signer", "in the merge", "what", "event id"], timeline, "No events.")}</section>
 <section><h2>Mirrors and attestations</h2>
 {_table(["name", "base URL", "status"], mirrors)}
 {_table(["attestation", "signer", "created_at", "what"], attests, "No attestations.")}</section>
-<section><h2>JSON documents</h2><ul>{''.join(f'<li><a href="{u}">{_e(n)}</a> <code>{_e(base + u)}</code></li>' for n, u in docs)}</ul>
+<section><h2>JSON documents</h2><ul>{doc_list}</ul>
 </section>"""
         return _page(f"{title} ({subject.pith_number})", base, body)
 
@@ -472,13 +481,15 @@ class Pages:
         d, now = report["detail"], time.time()
         download = f"/pith/{code}/evidence/{report['id']}.json"
         name = _download_name(report)
-        head = (f'<p>Record <a href="/pith/{code}">{_e(subject.pith_number)}</a>; first seen {_when(report["first_seen"], now)},'
-                f' last seen {_when(report["last_seen"], now)}, reported from {_link(report["source"] or "?")}.</p>')
+        head = (f'<p>Record <a href="/pith/{code}">{_e(subject.pith_number)}</a>; '
+                f'first seen {_when(report["first_seen"], now)}, last seen {_when(report["last_seen"], now)}, '
+                f'reported from {_link(report["source"] or "?")}.</p>')
         if report["kind"] == "equivocation":
             doc = evidence_doc(store, report) or {}
             events = doc.get("events") or []
-            keys = "".join(f"<li><code>{_e(k.get('key_id'))}</code> fingerprint <code>{_e(k.get('fingerprint_sha256_hex'))}"
-                           f"</code><br>public key (Ed25519, base64) <code>{_e(k.get('public_key_b64'))}</code></li>"
+            keys = "".join(f"<li><code>{_e(k.get('key_id'))}</code> fingerprint "
+                           f"<code>{_e(k.get('fingerprint_sha256_hex'))}</code><br>public key (Ed25519, base64) "
+                           f"<code>{_e(k.get('public_key_b64'))}</code></li>"
                            for k in doc.get("public_keys") or [])
             who = _signer(events[0].get("signer")) if events else ""
             body = f"""<h1>Equivocation</h1>{head}
@@ -493,7 +504,8 @@ Each is authentic; together they prove the signer equivocated, so none of them i
 {_side_by_side([f"<code>{_short(ev['event_id'][7:], 12)}</code>" for ev in events], events)}"""
             return _page(f"Equivocation on {subject.pith_number}", base, body)
         bundle = evidence_doc(store, report)
-        check, compare = "", "<p class=muted>The source's bundle was not kept (a source keeps at most a few as evidence).</p>"
+        check, compare = "", ("<p class=muted>The source's bundle was not kept (a source keeps at most a few as "
+                              "evidence).</p>")
         if isinstance(bundle, dict):
             node_ring = self.node.ring().merged(KeyRing.from_entries(bundle.get("public_keys") or []))
             ours = check_bundle(bundle, node_ring, self.node.registry).state
@@ -503,7 +515,8 @@ Each is authentic; together they prove the signer equivocated, so none of them i
                                 "It checks the bundle's signature and every event, merges the events and prints "
                                 "both hashes: `DIFFERS`, and exit status 1.")
         body = f"""<h1>Disagreeing source</h1>{head}
-<p>The source {_link(d.get('source') or '?')} published a state that is not the merge of the events it served itself.</p>
+<p>The source {_link(d.get('source') or '?')} published a state that is not the merge of the events it served
+itself.</p>
 <dl class=facts><dt>its published state_sha256</dt><dd><code>{_e(d.get('published_state_sha256'))}</code></dd>
 <dt>merge of its events</dt><dd><code>{_e(d.get('merge_of_its_events_sha256'))}</code></dd>
 <dt>its bundle_sha256</dt><dd><code>{_e(d.get('bundle_sha256'))}</code></dd></dl>
@@ -623,7 +636,8 @@ STYLE = """
 :root{color-scheme:light;--fg:#1a202c;--muted:#5a6472;--line:#d9dee5;--bad:#b42318;--ok:#1c7c3a;--warn:#9a6700}
 *{box-sizing:border-box}
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);margin:0;background:#fff}
-header{display:flex;flex-wrap:wrap;gap:.3em 1em;align-items:baseline;padding:.6em 1em;border-bottom:1px solid var(--line);background:#f7f8fa}
+header{display:flex;flex-wrap:wrap;gap:.3em 1em;align-items:baseline;padding:.6em 1em;
+border-bottom:1px solid var(--line);background:#f7f8fa}
 header nav{display:flex;flex-wrap:wrap;gap:.2em 1em;margin-left:auto}
 .home{font-weight:700;text-decoration:none;color:var(--fg)}
 main{max-width:72em;margin:0 auto;padding:0 1em 2em;overflow-wrap:anywhere}
@@ -640,7 +654,8 @@ pre{background:#f4f6f8;padding:.6em;border-radius:4px;white-space:pre-wrap}
 table{border-collapse:collapse;width:100%;font-size:14px}
 th,td{text-align:left;vertical-align:top;padding:.3em .5em;border-bottom:1px solid var(--line);overflow-wrap:break-word}
 thead th{background:#f7f8fa}
-.compare td{font:12px/1.35 ui-monospace,"DejaVu Sans Mono",monospace;min-width:12em;max-width:40em;overflow-wrap:anywhere}
+.compare td{font:12px/1.35 ui-monospace,"DejaVu Sans Mono",monospace;min-width:12em;max-width:40em;
+overflow-wrap:anywhere}
 .compare th[scope=row]{font-weight:400;min-width:10em}
 tr.diff{background:#fff1c2}tr.diff td{background:#fff1c2}
 .charts{display:flex;flex-wrap:wrap;gap:1em}.charts figure{margin:0;flex:1 1 18em}
