@@ -28,7 +28,8 @@ STRICT = [
     "pithnode/cli/sync_cmd.py", "pithnode/cli/verify_cmds.py", "pithnode/node/__init__.py", "pithnode/node/attest.py",
     "pithnode/node/front.py", "pithnode/node/h1.py", "pithnode/node/http.py", "pithnode/node/metrics.py",
     "pithnode/node/poller.py", "pithnode/testing/__init__.py", "pithnode/testing/procs.py",
-    "pithnode/testing/synth.py", "pithnode/store",
+    "pithnode/testing/synth.py", "pithnode/store", "pithnode/views.py", "pithnode/node/pages.py",
+    "pithnode/cli/store_cmds.py",
 ]
 
 

@@ -34,7 +34,7 @@ def _since(text: str) -> str:
 SINCE_HELP = "only those at or after T: an ISO date or date-time (UTC unless it says), or a duration back (24h, 7d)"
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("import", parents=[common], help="import bundle files into the store",
                        description="Import bundle files (as served at /pith/<CODE>/bundle.json) into the store: "
                                    "every event admitted on its own, each bundle one transaction. A node running "
