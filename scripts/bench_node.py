@@ -39,7 +39,6 @@ from pithnode.config import load_config
 from pithnode.ingest import import_bundles
 from pithnode.node import peer
 from pithnode.node.runner import run_node
-from pithnode.node.service import admission_pool
 from pithnode.store import Store
 from pithnode.testing.procs import free_port, wait_up
 from pithnode.testing.synth import SynthMirror, SynthRegistry, synthetic_subject
@@ -110,8 +109,8 @@ async def bench_ingest(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             b = await nursery.start(run_node, cfg(tmp, "fresh"))
             await wait_up(serving[1])
             print("fresh node syncing over loopback HTTP...", file=sys.stderr)
-            pool = admission_pool()
-            workers = pool.pids if pool is not None else []  # started by the node
+            pool = b.node.workers.pool
+            workers = pool.pids if pool is not None else []  # the node's
             before = {"serving_node": cpu_seconds(serving[0].pid), "syncing_node": time.process_time(),
                       "admission_workers": sum(cpu_seconds(w) for w in workers)}
             t = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import trio
 from helpers import REG
 from pithnode.config import load_config
 from pithnode.node import peer
+from pithnode.node.admission import AdmissionWorkers
 from pithnode.node.runner import Running, run_node
 from pithnode.testing.procs import free_port, wait_up  # noqa: F401 (tests import them from here)
 
@@ -29,12 +31,14 @@ def node_config(tmp: Path, name: str, **extra: Any):  # type: ignore[no-untyped-
 
 
 @asynccontextmanager
-async def nodes(tmp: Path, n: int, **extra: Any) -> AsyncIterator[list[Running]]:
-    """Start `n` nodes; stop them all on exit."""
+async def nodes(tmp: Path, n: int, *, workers: AdmissionWorkers | None = None,
+                **extra: Any) -> AsyncIterator[list[Running]]:
+    """Start `n` nodes (with `workers`: all admitting in those); stop them all on exit."""
     async with trio.open_nursery() as nursery:
         running: list[Running] = []
         for i in range(n):
-            running.append(await nursery.start(run_node, node_config(tmp, f"node{i}", **extra)))
+            running.append(await nursery.start(partial(run_node, node_config(tmp, f"node{i}", **extra),
+                                                       workers=workers)))
         try:
             yield running
         finally:

@@ -256,13 +256,17 @@ def test_bulk_admission_workers_yield_the_cpu_to_readers():
     readers (measured: a reader's p99 x2.1 -> x1.5 while the node ingests)."""
     import os
 
-    from pithnode.node.service import ADMISSION_NICE, admission_pool
+    from pithnode.node.admission import ADMISSION_NICE, AdmissionWorkers
 
-    pool = admission_pool()
+    workers = AdmissionWorkers()
+    pool = workers.pool
     if pool is None:
         pytest.skip("one core: admission runs on a thread")
     mine = os.getpriority(os.PRIO_PROCESS, 0)
-    assert pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60) == min(19, mine + ADMISSION_NICE)
+    try:
+        assert pool.submit(os.getpriority, os.PRIO_PROCESS, 0).result(timeout=60) == min(19, mine + ADMISSION_NICE)
+    finally:
+        workers.close()
 
 
 async def test_a_far_behind_node_catches_up_in_one_reconciliation_and_merges_once(tmp_path: Path, monkeypatch):
@@ -399,16 +403,14 @@ async def test_a_merge_overtaken_by_new_events_is_done_again_never_stored_stale(
     a subject that takes events after its bodies were read must not get the older state back."""
     from pithnode.core import merge
     from pithnode.ingest import ingest_events
-    from pithnode.node import service
+    from pithnode.node.admission import AdmissionWorkers
 
-    if cores == "one":
-        monkeypatch.setattr(service, "admission_pool", lambda: None)
-
-    async with nodes(tmp_path, 1, gossip_interval=3600.0, attest=False) as (a,):
+    workers = AdmissionWorkers(processes=0) if cores == "one" else None  # threads only, as on one core
+    async with nodes(tmp_path, 1, workers=workers, gossip_interval=3600.0, attest=False) as (a,):
         node = a.node
         pn, evs = synthetic_subject(REG, 3100, 20, MIRRORS)
         await bulk_stored(node, pn, evs[:12])
-        real, started = node._start_merges, 0
+        real, started = node.merges.start, 0
 
         def start_then_more_arrive(trusted):  # type: ignore[no-untyped-def]
             nonlocal started
@@ -419,7 +421,7 @@ async def test_a_merge_overtaken_by_new_events_is_done_again_never_stored_stale(
                               trusted=node.trusted, registry=node.registry, now="2026-11-23T00:00:00Z")
             return chunk
 
-        monkeypatch.setattr(node, "_start_merges", start_then_more_arrive)
+        monkeypatch.setattr(node.merges, "start", start_then_more_arrive)
         await node.merge_pending("x")
         assert started == 2  # the overtaken merge was started again
         want = merge(pn, evs, node.ring(), node.registry)
@@ -452,16 +454,17 @@ async def test_admission_workers_killed_before_or_during_a_sync_are_replaced(tmp
     import os
     import signal
 
-    from pithnode.node import service
+    from pithnode.node.admission import AdmissionWorkers
 
-    if service.admission_pool() is None:
+    workers = AdmissionWorkers()
+    if workers.pool is None:
         pytest.skip("one core: admission runs on a thread")
 
     def kill_workers() -> None:  # at once: work just started is still queued or running
-        for pid in service.admission_pool().pids:
+        for pid in workers.pool.pids:  # type: ignore[union-attr]
             os.kill(pid, signal.SIGKILL)
 
-    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c):
+    async with nodes(tmp_path, 3, workers=workers, gossip_interval=3600.0, attest=False) as (a, b, c):
         for i in range(4):
             await seed(a, 3300 + i, 30)
         kill_workers()
@@ -566,3 +569,46 @@ async def test_events_another_process_stored_are_offered_to_peers(tmp_path: Path
         again = await a.peers.reconcile_set()
         assert again is not built and len(again) == 47 and len(built) == 35
         assert b.node.store.subject(pn).state_sha256 == a.node.store.subject(pn).state_sha256
+
+
+async def test_a_cancelled_wait_for_admission_returns_at_once_and_cancels_work_not_started(tmp_path: Path):
+    """The node waits for its workers' results on the event loop (the future wakes it), not in a thread
+    parked on each result: a cancelled wait returns at once, and work not started is not run."""
+    import threading
+    from concurrent.futures import Future
+
+    from nodes import node_config
+    from pithnode.node.admission import AdmissionWorkers
+    from pithnode.node.service import Node
+
+    node = Node(node_config(tmp_path, "n"), workers=AdmissionWorkers(processes=0))
+    pending: Future[list] = Future()  # admission work no worker has taken yet
+    finish = threading.Timer(10, lambda: pending.done() or pending.set_result([]))  # bounds a wait that ignores
+    finish.start()  # its cancellation
+    try:
+        with trio.fail_after(60), trio.move_on_after(0.2) as waited:
+            await node.apply_admitted([pending], [], source="x")
+        assert waited.cancelled_caught
+        assert pending.cancelled()  # not waited for to its end: cancelled, and no thread left waiting on it
+        assert node.store.event_count() == 0
+    finally:
+        finish.cancel()
+        node.close()
+
+
+def test_a_document_dropped_from_the_cache_is_not_found_by_its_path_either():
+    """One cache: the server's index of documents by request path points into it, so a document
+    that leaves it (changed, or least recently used past its byte cap) is gone for both."""
+    from pithnode.node.cache import DocumentCache
+
+    cache = DocumentCache(max_bytes=100)
+    a = cache.get(("pith:A", "state"), lambda: b"a" * 60, version="v1")
+    cache.served_at("/pith/A/state.json", 1, "state", a)
+    assert cache.at_path("/pith/A/state.json", 1) == ("state", a)
+    assert cache.at_path("/pith/A/state.json", 2) is None  # the store changed since
+    cache.get(("pith:B", "state"), lambda: b"b" * 60, version="v1")  # over 100 bytes: A is dropped
+    assert cache.at_path("/pith/A/state.json", 1) is None
+    b = cache.get(("pith:B", "state"), lambda: b"never built", version="v1")
+    cache.served_at("/pith/B/state.json", 1, "state", b)
+    cache.forget({"pith:B"})  # its record took events
+    assert cache.at_path("/pith/B/state.json", 1) is None

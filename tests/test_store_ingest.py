@@ -438,14 +438,15 @@ def test_schema_4_store_upgrades_with_every_held_event_visible(tmp_path: Path):
 
 
 def test_flood_quotas_refuse_exactly_what_counting_every_signer_refuses(env):
-    """`Quotas.split` skips counting a record's signers while no limit can bind;
+    """Ingest skips counting a record's signers while no limit can bind (`Quotas.may_bind`);
     batch after batch it must refuse exactly what the plain rule, applied to the
     counts of everything stored, refuses: both limits, at and past their edge,
     the registry's events never refused nor counted among the capped signers."""
     import hashlib
     import random
 
-    from pithnode.ingest import Quotas
+    from pithnode.core.ingest_plan import Admitted, Batch, decide
+    from pithnode.ingest import Quotas, read_snapshot
     from pithnode.store import NewEvent
 
     store, _cfg = env
@@ -459,8 +460,11 @@ def test_flood_quotas_refuse_exactly_what_counting_every_signer_refuses(env):
             sid = store.ensure_subject(pn)
         for _batch in range(8):
             fps = [rng.choice(["reg", "m1", "m2", "m3", "m4", "m5"]) for _ in range(rng.randint(1, 4))]
-            events = [{"signer": {"public_key_fingerprint": fp}} for fp in fps]
-            bodies = [b"{}" for _ in fps]
+            events = []
+            for fp in fps:
+                serial += 1
+                events.append(Admitted("sha256:" + hashlib.sha256(str(serial).encode()).hexdigest(), NOW, "t", fp,
+                                       b"{}"))
             counts, expected = store.signer_counts(sid), []
             for fp in fps:  # the rule, on the counts of everything stored: the registry is never capped
                 others = {f for f in counts if f not in registry}
@@ -468,13 +472,31 @@ def test_flood_quotas_refuse_exactly_what_counting_every_signer_refuses(env):
                     counts[fp] = counts.get(fp, 0) + 1
                     expected.append(fp)
             with store.transaction():
-                kept, kept_bodies, refused = quotas.split(store, sid, events, bodies, registry)
-                assert [e["signer"]["public_key_fingerprint"] for e in kept] == expected
-                assert len(kept_bodies) == len(kept) and len(kept) + len(refused) == len(events)
-                rows = []
-                for e in kept:
-                    serial += 1
-                    eid = "sha256:" + hashlib.sha256(str(serial).encode()).hexdigest()
-                    rows.append(NewEvent(eid, NOW, "t", e["signer"]["public_key_fingerprint"], b"{}"))
-                store.add_events(sid, rows, "s", NOW)
+                batch = Batch(pn, "s", NOW, registry, events, quotas=quotas)
+                plan = decide(batch, read_snapshot(store, batch))
+                kept = plan.events
+                assert [e.signer_fp for e in kept] == expected
+                assert len(kept) + len(plan.quota_refusals) == len(events)
+                store.add_events(sid, [NewEvent(*e[:5]) for e in kept], "s", NOW)
         assert store.subject_event_count(sid) == sum(store.signer_counts(sid).values())
+
+
+def test_an_imported_disagreeing_bundle_is_kept_whole_as_evidence(env):
+    """`pithnode import` checks bundles in worker processes, which send back a slim copy: the
+    evidence of a disagreement must still be the signed bundle itself, checkable offline."""
+    from pithnode.core import state_hash
+    from pithnode.ingest import import_bundles
+    from pithnode.views import evidence_doc, evidence_reports
+
+    store, cfg = env
+    pn, evs = synthetic_subject(REG, 31, 5, MIRRORS)
+    lie = json.loads(json.dumps(merge(pn, evs, REG.ring().merged(KeyRingOf(MIRRORS)), {REG.fingerprint})))
+    lie["current"]["graph_snapshots"], lie["event_count"] = [], 99
+    lie["state_sha256"] = state_hash(lie)
+    bundle = REG.bundle(pn, evs, keys=MIRRORS, state=lie)
+    data = canonical_bytes(bundle)
+    ((source, result),) = list(import_bundles(store, [("liar.json", lambda: data)], trusted=cfg.trusted_ring(),
+                                              registry=cfg.registry, now=lambda: "2026-12-03T00:00:00Z", workers=1))
+    assert source == "liar.json" and not isinstance(result, Exception) and result.source_state_matches is False
+    (report,) = evidence_reports(store)
+    assert evidence_doc(store, report) == bundle

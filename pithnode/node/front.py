@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from ..config import Config
-from ..ingest import die_with_parent
+from ..workers import die_with_parent
 from .http import Handler, Limits, Request, Response
 from .server import App, serve_http
 

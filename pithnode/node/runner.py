@@ -21,6 +21,7 @@ from ..lock import DataDirLock
 from ..net.fetch import FetchError, HttpFetcher
 from ..store import StoreError
 from . import peer
+from .admission import AdmissionWorkers
 from .attest import attest_all
 from .front import from_fronts, node_socket, run_fronts
 from .http import listener_urls, open_listeners
@@ -113,22 +114,23 @@ async def notice_other_writers(node: Node, interval: float = 1.0) -> None:
         node.other_writer_committed([] if bulk else ids)
 
 
-async def run_node(cfg: Config, shutdown: trio.Event | None = None, *,
+async def run_node(cfg: Config, shutdown: trio.Event | None = None, *, workers: AdmissionWorkers | None = None,
                    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED) -> None:
-    """Raises DataDirBusy when another process runs a node on this data dir."""
+    """Raises DataDirBusy when another process runs a node on this data dir. `workers`: see `Node`."""
     if shutdown is None:
         shutdown = trio.Event()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     lock = DataDirLock(cfg.data_dir)
     lock.acquire()  # before the key is read: one process signs with it
     try:
-        await _run_locked(cfg, shutdown, lock, task_status)
+        await _run_locked(cfg, shutdown, lock, task_status, workers)
     finally:
         lock.release()
 
 
-async def _run_locked(cfg: Config, shutdown: trio.Event, lock: DataDirLock, task_status: trio.TaskStatus[Running]) -> None:
-    node = Node(cfg)  # opens the store first: nothing is served before it is open
+async def _run_locked(cfg: Config, shutdown: trio.Event, lock: DataDirLock, task_status: trio.TaskStatus[Running],
+                      workers: AdmissionWorkers | None = None) -> None:
+    node = Node(cfg, workers=workers)  # opens the store first: nothing is served before it is open
     try:
         async with HttpFetcher(
             max_bytes=cfg.max_bundle_bytes, connect_timeout=cfg.connect_timeout, total_timeout=cfg.total_timeout,

@@ -35,8 +35,9 @@ from ..views import (
     record_json,
 )
 from . import pages, peer
+from .cache import Cached
 from .http import Handler, HttpError, Limits, Request, Response, serve
-from .service import Cached, Node
+from .service import Node
 
 log = logging.getLogger("pithnode.http")
 
@@ -61,8 +62,7 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
         *pages.ROUTES,
     ]
 ]
-HOT_ROUTES = frozenset({"bundle", "state", "record", "events", "graph"})
-MAX_HOT = 4096
+HOT_ROUTES = frozenset({"bundle", "state", "record", "events", "graph"})  # found again by path (cache.py)
 MAX_HEADER_BYTES = 16 * 1024
 PAGE_SIZE = 50
 
@@ -152,17 +152,16 @@ class App:
         self.peer = peer_service
         self.pages = pages.Pages(node, peer_service)
         self.limiter = RateLimiter(node.cfg.peer_rate_limit)
-        # path -> (store generation, route, document) of the records' documents served since the last change
-        self._hot: dict[str, tuple[int, str, Cached]] = {}
         self._counters: dict[tuple[str, int], Any] = {}
 
     async def handle(self, req: Request) -> Response:
         route = "unknown"
         try:
-            hot = self._hot.get(req.path)
-            if hot is not None and hot[0] == self.node.current_generation() and req.method in ("GET", "HEAD"):
-                route = hot[1]
-                status, headers, body = _respond(hot[2], req)  # nothing changed: no routing, no query
+            hot = self.node.documents.at_path(req.path, self.node.current_generation()) \
+                if req.method in ("GET", "HEAD") else None
+            if hot is not None:
+                route = hot[0]
+                status, headers, body = _respond(hot[1], req)  # nothing changed: no routing, no query
             else:
                 route, match = self._route(req.path)
                 status, headers, body = await self._dispatch(route, match, req)
@@ -216,9 +215,7 @@ class App:
         if isinstance(doc, tuple):
             return doc
         if route in HOT_ROUTES:
-            if len(self._hot) >= MAX_HOT:
-                self._hot.clear()
-            self._hot[req.path] = (generation, route, doc)
+            self.node.documents.served_at(req.path, generation, route, doc)
         return _respond(doc, req)
 
     def _document(self, route: str, m: re.Match[str], req: Request) -> Cached | Response:
@@ -257,7 +254,8 @@ class App:
             return node.cached("*", "key", lambda: _json({**node.identity.ring().entries()[0],
                                                           "signer": node.identity.signer}))
         if route == "mirrors":
-            return node.cached("*", "mirrors", lambda: _json(mirror_manifest(store, node.identity, node.public_url, node.now())))
+            return node.cached("*", "mirrors",
+                               lambda: _json(mirror_manifest(store, node.identity, node.public_url, node.now())))
         if route == "equivocations":
             query = parse_qs(req.query.decode("latin-1"))
             try:

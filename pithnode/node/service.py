@@ -1,29 +1,25 @@
-"""The node's state in memory: its store, key, caches, metrics and reports.
+"""The node: its store, key and peers' allowances, over the parts that do each job.
 
 Every write goes through `Node`: the CPU-heavy work (parsing and checking
-events, signatures, the merges of a bulk sync) runs in worker processes (on
-one core, a thread), then one store transaction commits the batch on the
-trio thread. Only the trio thread touches the SQLite connection, so there is
-no locking beyond trio's own scheduling: a transaction never awaits, so two
-ingests never interleave inside one.
+events, signatures, the merges of a bulk sync) runs in its admission workers
+(admission.py), then one store transaction per batch decides and applies it
+(ingest.py) on the trio thread. Only the trio thread touches the SQLite
+connection, so there is no locking beyond trio's own scheduling: a transaction
+never awaits, so two ingests never interleave inside one.
 
-After each write the node invalidates what it caches for the subject, counts
-the outcome, reports new equivocations, invalid events and disagreements, and
-queues the new events for its peers.
+After each write the node drops what its document cache (cache.py) holds for
+the subject, wakes what waits for a change, queues the new events for its
+peers, and has its reporter (reporter.py) count, log and report the outcome.
+A bulk sync's subjects are merged later by the merge scheduler (merges.py).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
-import logging
-import os
-import shlex
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,74 +27,23 @@ import trio
 import trio.lowlevel
 
 from ..config import Config
-from ..core import Admission, KeyRing, admit, canonical_bytes, check_bundle, make_event, sha256_hex
+from ..core import Admission, KeyRing, admit, canonical_bytes, check_bundle, make_event
 from ..core.events import MAX_EVENT_BYTES
 from ..identity import NodeIdentity, load_or_create_key
-from ..ingest import (
-    IngestError,
-    IngestResult,
-    MergedState,
-    Quotas,
-    admit_raw,
-    background_worker,
-    ingest_bundle,
-    ingest_events,
-    ingest_ring,
-    merge_batch,
-    node_ring,
-    remerge,
-)
+from ..ingest import IngestError, IngestResult, Quotas, admit_raw, ingest_bundle, ingest_events, ingest_ring, node_ring
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import NotHeld, own_bundle
-from ..workers import WorkerPool
+from . import admission
+from .admission import AdmissionWorkers, shared_workers
+from .cache import Cached, DocumentCache
+from .merges import MERGE_CHUNK, MergeScheduler
 from .metrics import Metrics
-
-log = logging.getLogger("pithnode.node")
+from .reporter import Reporter
 
 FRESH_CHECK = 0.1
-CACHE_BYTES = 32 * 1024 * 1024  # served documents kept in memory, least recently used dropped first
-MERGE_CHUNK = 200  # subjects merged per commit by `merge_pending`
 INLINE_MERGES = 16  # records a batch merges inside its own commit; more are merged as a bulk sync's are
-MERGE_EVENTS = 20_000  # and at most about this many events (bounded memory with a large subject)
-UNMERGED_META = "unmerged"  # node_meta: set while a bulk sync's subjects wait for their merge
-ADMISSION_NICE = 10  # readers first: bulk admission takes the CPU the fronts leave
 POOL_MIN_BATCH = 64  # smaller batches are admitted on a thread: a process hop costs more than it saves
-_POOL: WorkerPool | None = None
-_THREAD_POOL = ThreadPoolExecutor(2, thread_name_prefix="admission")  # small batches, or one core
-
-
-def admission_pool() -> WorkerPool | None:
-    """One pool of admission workers per process (shared by every node in it),
-    started by a fork server so no worker inherits the event loop's threads."""
-    global _POOL
-    if _POOL is None and (os.cpu_count() or 1) > 1:
-        _POOL = WorkerPool(os.cpu_count() or 1, initializer=background_worker, initargs=(ADMISSION_NICE,))
-    return _POOL
-
-
-def in_workers(fn: Callable[..., Any], items: list[Any], *args: Any, min_chunk: int = 1,
-               chunks_per_worker: int = 1) -> list[Future[Any]]:
-    """Start `fn(chunk, *args)` over `items` split across the worker processes
-    (on one core, or for fewer than `min_chunk` items: one call on a thread).
-    A pool broken by a worker's death (the OOM killer, a stray kill) is replaced:
-    the work it held fails (BrokenProcessPool), new work goes to new workers."""
-    global _POOL
-    pool = admission_pool() if len(items) >= min_chunk else None
-    if pool is None:
-        return [_THREAD_POOL.submit(fn, items, *args)]
-    step = max(min_chunk, len(items) // (chunks_per_worker * (os.cpu_count() or 1)) + 1)
-
-    def submit(pool: WorkerPool) -> list[Future[Any]]:
-        return [pool.submit(fn, items[i : i + step], *args) for i in range(0, len(items), step)]
-
-    try:
-        return submit(pool)
-    except BrokenProcessPool:
-        log.error("a worker process died (killed?): starting new ones")
-        pool.shutdown(wait=False, cancel_futures=True)
-        _POOL = None
-        return submit(admission_pool())  # type: ignore[arg-type]  # there was a pool: there is one
 
 
 class Budget:
@@ -132,52 +77,6 @@ class Budget:
         return True
 
 
-class LogLimiter:
-    """At most one log line per key per `interval` seconds, and `lines` in all per
-    interval; the lines held back are counted and said in the next one for their
-    key (a hostile peer cannot grow the log by the number of events it sends,
-    nor by naming itself anew in every push)."""
-
-    def __init__(self, interval: float = 10.0, lines: int = 20, keys: int = 1024):
-        self.interval, self.lines, self.keys = interval, lines, keys
-        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (last logged, held back)
-        self._window = (-interval, 0)  # (start, lines logged in it)
-
-    def allow(self, key: str, now: float) -> int | None:
-        """None: hold this line back; else how many were held back since the last one."""
-        last, held = self._seen.pop(key, (-self.interval, 0))
-        start, logged = self._window if now - self._window[0] < self.interval else (now, 0)
-        if now - last < self.interval or logged >= self.lines:
-            self._seen[key] = (last, held + 1)
-            return None
-        self._seen[key] = (now, 0)
-        self._window = (start, logged + 1)
-        while len(self._seen) > self.keys:
-            self._seen.popitem(last=False)
-        return held
-
-
-@dataclass
-class Cached:
-    """One served document: its bytes, gzip bytes (made on first ask) and ETag."""
-
-    body: bytes
-    etag: str
-    content_type: str = "application/json"
-    version: Any = None  # what it was built from (a subject's state hash, the store's data version)
-    _gz: bytes | None = None
-
-    @property
-    def gzip_etag(self) -> str:
-        """The gzip variant is another representation: its own ETag (RFC 9110 8.8.3)."""
-        return self.etag[:-1] + '-gzip"'
-
-    def gzipped(self) -> bytes:
-        if self._gz is None:
-            self._gz = gzip.compress(self.body, 5)
-        return self._gz
-
-
 @dataclass
 class Outbox:
     """New event ids to push to peers, with the peer each came from (not pushed back)."""
@@ -196,8 +95,10 @@ class Outbox:
 
 
 class Node:
-    def __init__(self, cfg: Config, *, now: Callable[[], str] = utc_now, readonly: bool = False):
-        """`readonly`: a front process's view (node/front.py): it serves, the node process writes."""
+    def __init__(self, cfg: Config, *, now: Callable[[], str] = utc_now, readonly: bool = False,
+                 workers: AdmissionWorkers | None = None):
+        """`readonly`: a front process's view (node/front.py): it serves, the node process writes.
+        `workers`: where admission and merges run (by default, the ones every node of the process shares)."""
         self.cfg = cfg
         self.now = now
         self.public_url = (cfg.public_url or f"http://{cfg.listen}").rstrip("/")
@@ -208,30 +109,26 @@ class Node:
         self.registry = cfg.registry
         self.metrics = Metrics()
         self.outbox = Outbox()
+        self.workers = workers if workers is not None else shared_workers()
+        self.documents = DocumentCache()
+        self.reporter = Reporter(self.metrics, self.public_url, cfg.on_equivocation)
+        self.merges = MergeScheduler(self.store, self.workers, self.registry, now, readonly=readonly)
         # new records and new keys a stranger may make us store (burst: an hour's worth)
         self.new_records = Budget(cfg.peer_new_records_per_hour / 3600, cfg.peer_new_records_per_hour)
         self.new_keys = Budget(cfg.peer_new_keys_per_hour / 3600, cfg.peer_new_keys_per_hour)
-        self._log_limit = LogLimiter()
         self._ring: tuple[KeyRing, int, KeyRing] | None = None  # (the store's ring, its size, ours)
-        self._cache: OrderedDict[tuple[str, str], Cached] = OrderedDict()  # least recently used first
-        self._cache_bytes = 0
-        self._hook_send, self._hook_recv = trio.open_memory_channel[bytes](1000)
         self.changed = trio.Event()  # set (and replaced) whenever the store changed
         self.generation = 0  # bumped by every change to the store
-        # stored by a bulk sync, not merged yet (`merge_pending`); after a crash, found again in the
-        # store (looked for only when it says a sync was stopped) and merged in the first gossip round
-        self.unmerged: set[str] = set()
-        self._merging = 0  # chunks of them being merged, by every `merge_pending` under way
-        if not readonly and self.store.meta(UNMERGED_META):
-            self.unmerged.update(self.store.unmerged_subjects())
-            if not self.unmerged:
-                with self.store.transaction():
-                    self.store.set_meta(UNMERGED_META, "")
         self._data_version, self._next_check = self.store.data_version(), 0.0
         self.metrics.watch_store(self.store)
 
     def close(self) -> None:
         self.store.close()
+
+    @property
+    def unmerged(self) -> set[str]:
+        """Subjects a bulk sync stored and did not merge yet (`merge_pending` merges them)."""
+        return self.merges.unmerged
 
     # -- reads -----------------------------------------------------------------
 
@@ -255,27 +152,12 @@ class Node:
 
     def cached(self, pith_number: str, kind: str, build: Callable[[], bytes], content_type: str = "application/json",
                *, version: Any = None) -> Cached:
-        """The document `build` makes, kept while `version` (what it is built from) holds and within
-        CACHE_BYTES. Per-record documents pass the record's state; the node-wide ones ("*") pass
-        nothing and rely on the store's data version, which another process's commit changes."""
-        key = (pith_number, kind)
+        """The document `build` makes, kept while `version` (what it is built from) holds (cache.py).
+        Per-record documents pass the record's state; the node-wide ones ("*") pass nothing and rely
+        on the store's data version, which another process's commit changes."""
         if pith_number == "*":
             version = self.store.data_version()
-        hit = self._cache.get(key)
-        if hit is not None and hit.version == version:
-            self._cache.move_to_end(key)
-            return hit
-        body = build()
-        self._forget(key)
-        hit = self._cache[key] = Cached(body, '"' + sha256_hex(body)[:32] + '"', content_type, version)
-        self._cache_bytes += len(body)
-        while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
-            self._forget(next(iter(self._cache)))
-        return hit
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        if (old := self._cache.pop(key, None)) is not None:
-            self._cache_bytes -= len(old.body)
+        return self.documents.get((pith_number, kind), build, content_type, version=version)
 
     def bundle_bytes(self, pith_number: str) -> bytes:
         """Our signed bundle: a function of the store alone (its times are when our state for the
@@ -289,9 +171,7 @@ class Node:
         return canonical_bytes(bundle)
 
     def _touched(self, pith_numbers: list[str]) -> None:
-        touched = set(pith_numbers)
-        for key in [k for k in self._cache if k[0] in touched or k[0] == "*"]:
-            self._forget(key)
+        self.documents.forget(set(pith_numbers))
         self.generation += 1
         self.changed.set()
         self.changed = trio.Event()
@@ -305,7 +185,7 @@ class Node:
         self._check_capacity()
         result = ingest_bundle(self.store, bundle, source=source, trusted=self.trusted.merged(self.identity.ring()),
                                registry=self.registry, now=self.now(), report=report, quotas=self.quotas)
-        await self._after(result, origin=None)
+        self._after(result, origin=None)
         return result
 
     async def ingest_events(self, pith_number: str, objs: list[Any], keys: list[Any], *, source: str | None,
@@ -318,7 +198,7 @@ class Node:
         result = ingest_events(self.store, pith_number, objs, keys, source=source,
                                trusted=self.trusted.merged(self.identity.ring()), registry=self.registry,
                                now=self.now(), admissions=admissions, quotas=None if own else self.quotas)
-        await self._after(result, origin=origin_peer)
+        self._after(result, origin=origin_peer)
         return result
 
     def start_admission(self, raw: list[bytes], keys: list[Any]) -> list[Future[Any]]:
@@ -326,8 +206,8 @@ class Node:
         processes, without waiting: a caller can fetch more meanwhile. The workers
         get the message's keys and ours; they read other stored keys from the store."""
         entries = self.trusted.merged(self.identity.ring()).entries() + keys  # the workers check the message's
-        return in_workers(admit_raw, raw, entries, MAX_EVENT_BYTES, self.store.path, min_chunk=POOL_MIN_BATCH,
-                          chunks_per_worker=2)
+        return self.workers.start(admit_raw, raw, entries, MAX_EVENT_BYTES, self.store.path,
+                                  min_chunk=POOL_MIN_BATCH, chunks_per_worker=2)
 
     def _charge(self, by_subject: dict[str, tuple[list[Any], list[Any]]], stranger: str) -> None:
         """Refuse (as `quota`) the events that would make us store more new records
@@ -364,7 +244,7 @@ class Node:
         by_subject: dict[str, tuple[list[Any], list[Any]]] = {}
         unreadable = 0
         for fut in futures:
-            for subject, adm, light in await trio.to_thread.run_sync(fut.result):
+            for subject, adm, light in await admission.result(fut):
                 if subject is None:
                     unreadable += 1
                     continue
@@ -392,13 +272,12 @@ class Node:
                                           merge=inline, ring=ring)
                             for pn, (objs, adms) in items[start : start + MERGE_CHUNK]]
                     pending = {r.pith_number for r in done if r.merge_pending}
-                    if pending and not self.unmerged:  # a crash before `merge_pending` ends is repaired at start
-                        self.store.set_meta(UNMERGED_META, "1")
-                self.unmerged |= pending
+                    self.merges.stored_unmerged(pending)
+                self.unmerged.update(pending)
                 results += done
         finally:  # what was committed is counted, shown and passed on even if a later chunk failed
             for result in results:
-                await self._after(result, origin=origin_peer)
+                self._after(result, origin=origin_peer)
         if merge and not inline:
             await self.merge_pending(source)
         return results, unreadable
@@ -412,80 +291,14 @@ class Node:
                                          origin_peer=origin_peer, stranger=stranger)
 
     async def merge_pending(self, source: str | None) -> int:
-        """Merge every subject a bulk sync stored without merging, each once. The
-        merges run in the worker processes, a chunk at a time; the next chunk's
-        merges are started before this one is committed, so both cores work. A
-        subject that took new events after its bodies were read is merged again.
+        """Merge every subject a bulk sync stored without merging, each once (merges.py).
         Returns how many subjects were merged."""
-        done = 0
-        trusted = self.trusted.merged(self.identity.ring())
-        inflight: deque[tuple[list[tuple[str, int, int]], list[Future[list[MergedState]]]]] = deque()
-        try:
-            while self.unmerged or inflight:
-                if self.unmerged and len(inflight) < 2:
-                    inflight.append(self._start_merges(trusted))
-                    self._merging += 1
-                    if len(inflight) < 2 and self.unmerged:
-                        continue
-                subjects, futures = inflight[0]
-                merged = [m for fut in futures for m in await trio.to_thread.run_sync(fut.result)]
-                results = self._store_merged(subjects, merged, trusted, source)
-                inflight.popleft()
-                self._merging -= 1
-                self._touched([r.pith_number for r in results])
-                for result in results:
-                    await self._after(result, origin=None)
-                done += len(results)
-        except BaseException:  # still stored, still unmerged: the next pass (or a restart) merges them
-            for subjects, _ in inflight:
-                self.unmerged.update(pn for pn, _, _ in subjects)
-            self._merging -= len(inflight)
-            raise
-        return done
+        return await self.merges.run(self.trusted.merged(self.identity.ring()), source, self._merged)
 
-    def _store_merged(self, subjects: list[tuple[str, int, int]], merged: list[MergedState], trusted: KeyRing,
-                      source: str | None) -> list[IngestResult]:
-        """One commit: the states `_start_merges` started, each kept only if its subject
-        took no event since its bodies were read (else it is queued to merge again)."""
-        results = []
-        with self.store.transaction():
-            ring = node_ring(self.store, trusted)
-            for (pn, subject_id, seq), m in zip(subjects, merged, strict=True):
-                if self.store.newest_seq(subject_id) != seq:
-                    self.unmerged.add(pn)  # it took events meanwhile: merge it again
-                    continue
-                result = IngestResult(pith_number=pn, source=source, state_sha256=m.state_sha256)
-                _, result.new_equivocations, result.new_invalid = remerge(
-                    self.store, subject_id, pn, ring, self.registry, self.now(), source, m, seq)
-                results.append(result)
-            if not self.unmerged and self._merging == 1:  # the last chunk, of every caller
-                self.store.set_meta(UNMERGED_META, "")
-        return results
-
-    def _start_merges(self, trusted: KeyRing) -> tuple[list[tuple[str, int, int]], list[Future[list[MergedState]]]]:
-        """Take subjects from `unmerged` (up to MERGE_CHUNK, or MERGE_EVENTS events), read
-        their stored bodies and start merging them in the workers. Returns the subjects
-        (pith number, id, newest seq read) and the merges' futures, in that order."""
-        taken: list[str] = []
-        subjects: list[tuple[str, int, int]] = []
-        jobs: list[tuple[str, list[bytes]]] = []
-        events = 0
-        try:
-            while self.unmerged and len(subjects) < MERGE_CHUNK and events < MERGE_EVENTS:
-                taken.append(pn := self.unmerged.pop())
-                subject = self.store.subject(pn)
-                if subject is None:
-                    continue
-                seq, bodies = self.store.merge_input(subject.id)
-                subjects.append((pn, subject.id, seq))
-                jobs.append((pn, bodies))
-                events += len(bodies)
-            ring = node_ring(self.store, trusted)
-            entries = ring.entries(self.registry & set(ring))  # all a merge reads (record receipts)
-            return subjects, in_workers(merge_batch, jobs, entries, self.registry)
-        except BaseException:
-            self.unmerged.update(taken)  # still to merge
-            raise
+    def _merged(self, results: list[IngestResult]) -> None:
+        self._touched([r.pith_number for r in results])
+        for result in results:
+            self._after(result, origin=None)
 
     def _check_capacity(self) -> None:
         cap = self.cfg.max_store_bytes
@@ -493,59 +306,16 @@ class Node:
             raise StoreError(f"storage cap of {cap} bytes reached (max_store_bytes): new events are refused, "
                              "everything held is still served")
 
-    async def _after(self, result: IngestResult, origin: str | None) -> None:
-        m = self.metrics
-        m.admitted.inc(len(result.new_event_ids))
-        reasons: dict[str, int] = {}
-        for r in result.rejected:
-            m.rejected.labels(reason=r["reason"]).inc()
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        source = str(result.source)[:200]
-        if reasons and (held := self._log_limit.allow(source, trio.current_time())) is not None:
-            sample = {k: str(v)[:200] for k, v in result.rejected[0].items()}
-            log.warning("rejected %d event(s) from %s %s (%d line(s) like this held back), e.g. %s",
-                        len(result.rejected), source, json.dumps(reasons, sort_keys=True), held,
-                        json.dumps({"subject": result.pith_number, **sample}))
+    def _after(self, result: IngestResult, origin: str | None) -> None:
         if result.new_event_ids or result.rejected:
             self._touched([result.pith_number])
         if result.new_event_ids:
             self.outbox.put(result.new_event_ids, origin)
-        for eq in result.new_equivocations:
-            await self.report("equivocation", result.pith_number, eq, result.source)
-        for inv in result.new_invalid:
-            await self.report("invalid_event", result.pith_number, inv, result.source)
-        for flag in result.flags:
-            await self.report(flag, result.pith_number, {"source": result.source, "built_at": result.built_at},
-                              result.source)
-        if result.source_state_matches is False:
-            await self.report("disagreement", result.pith_number, {
-                "source": result.source, "published_state_sha256": result.published_state_sha256,
-                "merge_of_its_events_sha256": result.source_merge_sha256}, result.source)
-
-    async def report(self, kind: str, pith_number: str, detail: dict[str, Any], source: str | None) -> None:
-        """A new equivocation / invalid event / disagreement: log it, count it, hand it to the hook."""
-        self.metrics.reports.labels(kind=kind).inc()
-        doc = {"kind": kind, "pith_number": pith_number, "source": source, "node": self.public_url, **detail}
-        log.warning("%s %s", kind, json.dumps(doc, sort_keys=True))
-        if self.cfg.on_equivocation:
-            try:
-                self._hook_send.send_nowait(json.dumps(doc, sort_keys=True).encode() + b"\n")
-            except trio.WouldBlock:
-                log.error("on_equivocation hook is falling behind; report not handed over: %s", kind)
+        self.reporter.ingested(result)
 
     async def run_hooks(self) -> None:
         """Hand each report to the operator's `on_equivocation` command, one at a time."""
-        cmd = shlex.split(self.cfg.on_equivocation or "")
-        async for doc in self._hook_recv:
-            if not cmd:
-                continue
-            try:
-                with trio.fail_after(60):
-                    proc = await trio.run_process(cmd, stdin=doc, check=False, capture_stdout=True, capture_stderr=True)
-                if proc.returncode != 0:
-                    log.error("on_equivocation command exited %s: %s", proc.returncode, proc.stderr[-500:])
-            except (OSError, trio.TooSlowError) as exc:
-                log.error("on_equivocation command failed: %s", exc)
+        await self.reporter.run_hooks()
 
     # -- own events --------------------------------------------------------------
 
@@ -567,7 +337,7 @@ class Node:
 
     def set_public_url(self, url: str) -> None:
         """Once the listening address is known (a port picked by the OS)."""
-        self.public_url = url.rstrip("/")
+        self.public_url = self.reporter.node_url = url.rstrip("/")
         self.identity = NodeIdentity(self.identity.key, self.public_url)
         self._touched(["*"])
 
