@@ -152,7 +152,7 @@ def read_snapshot(store: Store, batch: Batch) -> Snapshot:
         if had is not None:
             from_source = frozenset(store.event_ids_from_source(had.id, source))
         others = tuple((s.url, s.built_at) for s in store.sources(pn) if s.url != source and s.built_at)
-    key = disagreement_key(batch)  # not None: a bundle's
+    key = disagreement_key(batch)  # a disagreeing bundle's: the evidence it may keep depends on its rank
     kept = store.reports_before("disagreement", pn, source, key) \
         if key is not None and batch.bundle is not None and batch.bundle.report.signature_ok else 0
     if had is None:

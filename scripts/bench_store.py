@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_node  # noqa: E402
 
-from pithnode.ingest import Quotas  # noqa: E402
+from pithnode.core.ingest_plan import Admitted, Batch, decide  # noqa: E402
+from pithnode.ingest import Quotas, read_snapshot  # noqa: E402
 from pithnode.store import NewEvent, Store  # noqa: E402
 
 
@@ -43,12 +44,13 @@ def replay(source: Store, target: Store, batch: int, windows: int = 10) -> list[
             by_subject[pn].append(NewEvent(eid, created, etype, fp, bytes(body)))
         t = time.perf_counter()
         with target.transaction():
-            for pn, events in by_subject.items():  # what `_store_admitted` does per record
-                had = target.subject(pn)
-                sid = had.id if had else target.ensure_subject(pn)
-                light = [{"signer": {"public_key_fingerprint": e.signer_fp}} for e in events]
-                quotas.split(target, sid, light, [e.body for e in events], registry)
-                target.add_events(sid, events, "peer", "2026-11-23T00:00:00Z")
+            for pn, events in by_subject.items():  # what ingest does per record, but for the merge
+                work = Batch(pn, "peer", "2026-11-23T00:00:00Z", registry, [Admitted(*e) for e in events],
+                             quotas=quotas)
+                snap = read_snapshot(target, work)
+                plan = decide(work, snap)
+                sid = snap.subject_id if snap.subject_id is not None else target.ensure_subject(pn)
+                target.add_events(sid, [NewEvent(*e[:5]) for e in plan.events], "peer", work.now)
         spent += time.perf_counter() - t
         in_window += len(chunk)
         done += len(chunk)
