@@ -234,8 +234,8 @@ class App:
             if route == "events":
                 return node.cached(pn, "events", lambda: canonical_bytes(events_doc(store, held, node.ring())),
                                    version=version)
-            build = (lambda: record_json(store, held, node.public_url)) if route == "record" \
-                else (lambda: graph_doc(store, held))
+            build: Callable[[], dict[str, Any] | None] = (lambda: record_json(store, held, node.public_url)) \
+                if route == "record" else (lambda: graph_doc(store, held))
             return node.cached(pn, route, lambda: _json_or_404(build(), f"{pn} has no record_created event yet"),
                                version=version)
         if route == "resolve":

@@ -329,7 +329,7 @@ class Node:
         res = await self.ingest_events(pith_number, [ev], self.identity.ring().entries(), source="self", own=True)
         if res.rejected:
             raise IngestError(f"our own {event_type} was rejected: {res.rejected[0]}")
-        return ev["event_id"]
+        return str(ev["event_id"])
 
     def own_events(self, subject: Subject) -> list[dict[str, Any]]:
         ids = [row[2] for row in self.store.signer_chain_heads(self.identity.fingerprint, subject.id)]
