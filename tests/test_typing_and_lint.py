@@ -29,7 +29,9 @@ STRICT = [
     "pithnode/node/front.py", "pithnode/node/h1.py", "pithnode/node/http.py", "pithnode/node/metrics.py",
     "pithnode/node/poller.py", "pithnode/testing/__init__.py", "pithnode/testing/procs.py",
     "pithnode/testing/synth.py", "pithnode/store", "pithnode/views.py", "pithnode/node/pages.py",
-    "pithnode/cli/store_cmds.py",
+    "pithnode/cli/store_cmds.py", "pithnode/ingest.py", "pithnode/worker_jobs.py", "pithnode/workers.py",
+    "pithnode/node/admission.py", "pithnode/node/cache.py", "pithnode/node/merges.py", "pithnode/node/reporter.py",
+    "pithnode/node/server.py", "pithnode/node/service.py",
 ]
 
 
