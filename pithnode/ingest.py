@@ -144,8 +144,12 @@ def read_snapshot(store: Store, batch: Batch) -> Snapshot:
         held = store.subject_event_count(had.id) if had is not None else 0
         if batch.quotas.may_bind(held, [e.signer_fp for e in events], batch.registry):
             counts = store.signer_counts(had.id) if had is not None else {}
-    # an event id hashes its subject: a subject not held holds none of the batch's events
-    known = frozenset(store.known_event_ids(e.event_id for e in events)) if had is not None and events else frozenset()
+    # An event id hashes its subject: a subject not held holds none of the batch's events. A bulk sync's
+    # batch (no merge) needs them only to keep a stored state: for a subject without one the insert tells
+    # which are new (an extra read of every id cost the syncing node ~5% of its CPU per event).
+    known: frozenset[str] = frozenset()
+    if had is not None and events and (batch.merge or had.state_sha256 is not None):
+        known = frozenset(store.known_event_ids(e.event_id for e in events))
     from_source: frozenset[str] = frozenset()
     others: tuple[tuple[str, str], ...] = ()
     if batch.bundle is not None and source is not None and (had is not None or events):
@@ -175,7 +179,8 @@ def apply_plan(store: Store, batch: Batch, plan: Plan, snap: Snapshot, ring: Key
         store.add_keys(ring, plan.keys, now)
         rows = [NewEvent(e.event_id, e.created_at, e.event_type, e.signer_fp, e.body) for e in plan.events]
         result.new_event_ids = store.add_events(subject_id, rows, source, now)
-        result.known, result.quota_refused = plan.known, len(plan.quota_refusals)
+        result.known = plan.known + len(rows) - len(result.new_event_ids)  # the snapshot may not have read them
+        result.quota_refused = len(plan.quota_refusals)
         if plan.merge in ("keep", "pending"):
             result.state_sha256, result.merge_pending = plan.state_sha256, plan.merge == "pending"
         else:

@@ -70,10 +70,11 @@ class Admitted(NamedTuple):
     @classmethod
     def of(cls, ev: Mapping[str, Any], body: bytes) -> Admitted:
         """From an admitted event (whole, or as light as worker_jobs.light makes it)."""
-        payload = ev.get("payload")
-        receipt = payload.get("receipt") if ev["event_type"] == "record_created" and isinstance(payload, dict) else None
-        fp = receipt.get("public_key_fingerprint") if isinstance(receipt, dict) else None
-        return cls(ev["event_id"], ev["created_at"], ev["event_type"], ev["signer"]["public_key_fingerprint"], body,
+        kind, fp = ev["event_type"], None
+        if kind == "record_created" and isinstance(payload := ev.get("payload"), dict):
+            receipt = payload.get("receipt")
+            fp = receipt.get("public_key_fingerprint") if isinstance(receipt, dict) else None
+        return cls(ev["event_id"], ev["created_at"], kind, ev["signer"]["public_key_fingerprint"], body,
                    fp if isinstance(fp, str) else None)
 
 
@@ -121,7 +122,8 @@ class Snapshot:
     subject_id: int | None = None  # the subject's row, if it has one
     event_count: int = 0  # as its stored state counts them
     state_sha256: str | None = None  # its stored state's
-    known: frozenset[str] = frozenset()  # of the batch's event ids, those stored already
+    known: frozenset[str] = frozenset()  # of the batch's event ids, those stored already (read where they
+    # decide something: not for a bulk sync's subject without a stored state, whose merge waits anyway)
     signer_counts: Mapping[str, int] | None = None  # events held per signer; read only when a quota may bind
     from_source: frozenset[str] = frozenset()  # ids of the subject's events first received from the source
     other_sources: tuple[tuple[str, str], ...] = ()  # (url, built_at) of the subject's other sources
@@ -142,7 +144,7 @@ class Plan:
     quota_refusals: list[tuple[str | None, str, str]] = field(default_factory=list)
     flood: Report | None = None
     keys: list[str] = field(default_factory=list)  # fingerprints of the keys the events need
-    events: list[Admitted] = field(default_factory=list)  # not held yet: to add
+    events: list[Admitted] = field(default_factory=list)  # to add: none the snapshot knows (the store skips held ones)
     known: int = 0  # admitted, within quota and held already
     merge: MergeStep = "keep"  # keep the stored state; leave it pending; store the source's merge; merge here
     state_sha256: str | None = None  # the stored state that stands (for keep and pending)
@@ -216,7 +218,7 @@ def _plan_events(plan: Plan, batch: Batch, snap: Snapshot) -> None:
         if e.event_id not in seen:  # first copy wins
             seen.add(e.event_id)
             plan.events.append(e)
-    plan.known = len(events) - len(plan.events)
+    plan.known = len(events) - len(plan.events)  # as far as the snapshot read them
     was_empty = snap.subject_id is None or (snap.event_count == 0 and snap.state_sha256 is None)
     if not plan.events and not was_empty and snap.state_sha256 is not None:
         plan.merge, plan.state_sha256 = "keep", snap.state_sha256  # nothing new: the stored state stands
