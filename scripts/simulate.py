@@ -53,14 +53,16 @@ COLUMNS = (("nodes", "nodes"), ("degree", "peers"), ("byzantine", "Byzantine"), 
            ("eclipsed_node_rounds", "rounds: eclipsed node"), ("heal", "rounds after heal"),
            ("messages_per_node_per_round", "messages/node/round"), ("bytes_ratio_to_event", "bytes/event ÷ size"),
            ("idle_bytes_per_node_per_round", "idle bytes/node/round"),
-           ("oversized_bytes_per_honest_node", "over-cap bytes/honest node"), ("cpu_seconds", "CPU s"))
+           ("over_cap_bytes_per_honest_node", "over-cap bytes/honest node"), ("cpu_seconds", "CPU s"))
 
 
 def table(runs: list[dict]) -> str:
     """A markdown table of runs."""
     def cell(r: dict, key: str) -> str:
         value = (r.get("after_heal") or {}).get("rounds_to_all_honest") if key == "heal" else r.get(key)
-        return "-" if value is None else f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        if value is None:
+            return "-"
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
     lines = ["| " + " | ".join(h for _k, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell(r, k) for k, _h in COLUMNS) + " |" for r in runs]

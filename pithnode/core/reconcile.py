@@ -50,6 +50,7 @@ PREFIX_BYTES: Final = 8
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 MAX_RANGES: Final = 100_000
 MAX_REPLY_IDS: Final = 50_000  # full ids one reply may carry; the rest wait for the next round
+LIST_MAX: Final = 64  # full ids a reply lists for one range; more are split (a reply is bounded by its request)
 _MASK64: Final = (1 << 64) - 1
 _INF: Final = (1 << 62, b"")
 
@@ -337,7 +338,9 @@ class Reconciler:
             elif r.mode == IDLIST:
                 theirs = set(r.ids or [])
                 mine = self.set.ids(lo, hi)
-                if len(mine) > budget:  # too many to list in this reply: split, list them next round
+                if len(mine) > LIST_MAX:  # split: a reply stays within what its request allows (peer.reply_cap)
+                    out.extend(self._split(lo, hi, r.upper))
+                elif len(mine) > budget:  # too many to list in this reply: split, list them next round
                     out.extend(self._split(lo, hi, r.upper))
                     budget = 0 if budget < MAX_REPLY_IDS else budget  # split once, then close the reply
                 else:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.reconcile import Reconciler
@@ -35,6 +36,9 @@ KEPT_PEERS = 2  # of them, those that most recently brought news
 MAX_ROUNDS = 1_000  # a reply lists at most 50k ids (core/reconcile.py): enough for 50M events apart
 MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes ~log16(n) of them
 MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
+PUSHED_MEMORY = 1_024  # ids pushed to a peer that are not pushed to it again (then forgotten, all at once)
+DISCOVER_PICKS = 2  # mirrors a discovery adds from the hints, and from one peer's list
+MAX_BANNED = 4_096  # learned peers dropped for an over-cap answer, not taken back when listed again
 
 
 @dataclass
@@ -50,6 +54,7 @@ class PeerState:
     via: str | None = None  # who made us learn it (a client address, "discovery")
     order: int = 0  # when it was added, in order
     last_news: float | None = None  # when a sync with it last fetched events new to us
+    pushed: set[str] = field(default_factory=set)  # ids it took from us (PeerTable.unpushed)
 
     def merit(self) -> tuple[bool, str, int, int]:
         """Learned peers compete on this (the least is displaced first): answering
@@ -64,6 +69,7 @@ class PeerTable(dict[str, PeerState]):
         super().__init__()
         self.own_url, self.max_peers, self.fanout = own_url, max_peers, fanout
         self._order = itertools.count()
+        self.banned: dict[str, None] = {}  # dropped at once (failed(drop=True)), oldest first
 
     def add(self, url: str, *, operator: bool = False, via: str | None = None) -> tuple[bool, str | None]:
         """Add a peer: (whether it is now in the list, the URL of the learned peer
@@ -78,6 +84,8 @@ class PeerTable(dict[str, PeerState]):
         if url in self:
             self[url].operator |= operator
             return True, None
+        if url in self.banned and not operator:
+            return False, None
         victim: PeerState | None = None
         if not operator:
             learned = [st for st in self.values() if not st.operator]
@@ -98,19 +106,55 @@ class PeerTable(dict[str, PeerState]):
         if news_at is not None:
             state.last_news = news_at
 
-    def failed(self, state: PeerState, error: str, now: float, rng: random.Random, *, not_peer: bool = False
-               ) -> bool:
+    def failed(self, state: PeerState, error: str, now: float, rng: random.Random, *, not_peer: bool = False,
+               drop: bool = False) -> bool:
         """Record a failed exchange: back off exponentially (with jitter). True if
-        the peer was dropped (a learned one failing PEER_MAX_FAILURES in a row)."""
+        the peer was dropped: a learned one failing PEER_MAX_FAILURES in a row, or
+        at once with `drop` (an answer over its cap: no honest peer sends one)."""
         state.healthy = False
         state.failures += 1
         state.last_error = error[:300]
         state.is_peer &= not not_peer
         state.next_try = now + min(600.0, 2.0 ** min(state.failures, 10)) * (0.5 + rng.random())
-        if not state.operator and state.failures >= PEER_MAX_FAILURES and self.get(state.url) is state:
+        if not state.operator and (drop or state.failures >= PEER_MAX_FAILURES) and self.get(state.url) is state:
             del self[state.url]
+            if drop:  # else it is learned again from the next list naming it, and pays the cap again
+                self.banned[state.url] = None
+                if len(self.banned) > MAX_BANNED:
+                    del self.banned[next(iter(self.banned))]
             return True
         return False
+
+    def unpushed(self, url: str, ids: list[str]) -> list[str]:
+        """Of these ids, those not pushed to this peer before. A peer's sync says
+        what it lacks; a lying one lacks the same events at every sync (and in
+        a round, peers that just received an event may not serve it yet): each
+        is pushed to a peer once, so it can fetch what it still lacks."""
+        state = self.get(url)
+        return ids if state is None else [i for i in ids if i not in state.pushed]
+
+    def pushed(self, url: str, ids: list[str]) -> None:
+        """These ids reached the peer."""
+        state = self.get(url)
+        if state is not None:
+            if len(state.pushed) + len(ids) > PUSHED_MEMORY:
+                state.pushed.clear()
+            state.pushed.update(ids[-PUSHED_MEMORY:])
+
+    def lister(self, rng: random.Random) -> str | None:
+        """Whose mirror list discovery reads: a peer that brought news (a
+        withholder never does), else one answering; one at random."""
+        useful = [st.url for st in self.values() if st.last_news is not None and st.healthy]
+        return rng.choice(useful or [st.url for st in self.values() if st.healthy] or [None])
+
+    def learn(self, urls: list[str], via: str | None, rng: random.Random, k: int = DISCOVER_PICKS) -> list[str]:
+        """Add `k` of these mirrors, drawn at random among those not yet known,
+        learned from `via` (None: mirror hints, each its own source). Whoever
+        wrote thousands of hints or a long list does not choose which get
+        places; hints all charged to one source had 4 places in all, taken in
+        turn by the last ones read. Returns the ones now in the list."""
+        fresh = sorted({u.rstrip("/") for u in urls} - set(self) - set(self.banned))
+        return [u for u in rng.sample(fresh, min(k, len(fresh))) if self.add(u, via=via or f"mirror hint {u}")[0]]
 
     def round_peers(self, now: float, rng: random.Random) -> list[str]:
         """Whom to reconcile with this round: every operator peer due, then of the
@@ -138,6 +182,31 @@ class PeerTable(dict[str, PeerState]):
                 if not self[url].operator:
                     out[url] = own
         return {url: ids for url, ids in out.items() if ids}
+
+
+def page(state: PeerState | None, done: int, full: int) -> int:
+    """Ids per events request to, or push message for, this peer: `full`, but
+    the first one holds a single event while a learned peer has neither
+    brought us news nor taken a push. An answer is capped by what was asked
+    (peer.answer_cap: a max-size event per id), so a stranger naming ids it
+    answers with junk or over the cap costs one event's worth; one that
+    "lacks" everything and does not take pushes, one event."""
+    proven = state is None or state.operator or state.last_news is not None or bool(state.pushed)
+    return full if done or proven else 1
+
+
+@contextmanager
+def fetching(in_flight: set[str], ids: list[str], held: set[str]) -> Iterator[list[str]]:
+    """The ids a sync is to fetch: those neither held nor being fetched by another
+    sync of the node (the syncs of a round run at once and learn the same new
+    events: each fetched them all, ~4x an event's size per node). They count as
+    being fetched until the block ends; held ones are skipped for good."""
+    mine = [i for i in ids if i not in held and i not in in_flight]
+    in_flight.update(mine)
+    try:
+        yield mine
+    finally:
+        in_flight.difference_update(mine)
 
 
 Step = tuple[str, Any]  # ("reconcile", msg) -> the reply's msg; ("compute", reply) -> our next msg;

@@ -32,6 +32,8 @@ import msgpack
 import trio
 
 from .. import __version__
+from ..core import reconcile
+from ..core.events import MAX_EVENT_BYTES as SPEC_EVENT_BYTES
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..errors import InputError
 from ..net.fetch import FetchError, check_url, trusted_origins
@@ -45,6 +47,8 @@ from .gossip import (  # noqa: F401
     PEER_MAX_FAILURES,
     PeerState,
     PeerTable,
+    fetching,
+    page,
     sync_steps,
 )
 from .h1 import HttpError
@@ -64,10 +68,20 @@ MAX_KEYS = 2_000
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
 SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewrite on the event loop (~0.12 s)
 CPU_BURST = 20  # seconds of `peer_cpu_share` a client address may spend at once
+FRAMING_BYTES = 64  # a message's envelope around its payload (msgpack map, field names, lengths)
+KEY_ENTRY_BYTES = 4096  # a key entry in an answer, generously (a real one is ~400 bytes)
 
 
 class PeerError(InputError):
     """A peer's message we refuse: the text says why."""
+
+
+class Hostile(PeerError):
+    """An answer no honest peer gives: its peer, if learned, is dropped at once and not taken back."""
+
+
+class OverCap(Hostile):
+    """An answer longer than any honest answer to what was asked (answer_cap)."""
 
 
 # What a peer (or the network to it) can make an exchange fail with; our own
@@ -120,6 +134,60 @@ def parse_events(msg: dict[str, Any]) -> tuple[list[bytes], list[Any]]:
     return _list(msg, "events", MAX_EVENTS, bytes), _list(msg, "keys", MAX_KEYS, dict)
 
 
+def answer_cap(kind: str, msg: dict[str, Any]) -> int:
+    """The longest answer an honest peer can give to this request: a
+    reconciliation reply as reply_cap says; an events
+    answer at most one max-size event per id asked (within the byte budget plus
+    the event that may overrun it) and a key per event; a push answer is a few
+    counts. Reading up to MAX_MESSAGE_BYTES whatever was asked let a hostile
+    peer make every asker read 16 MiB per exchange."""
+    if kind == "reconcile":
+        cap = reply_cap(msg.get("msg")) + FRAMING_BYTES
+    elif kind == "events":
+        asked = len(msg.get("ids") or [])
+        event_bytes = min(asked * (SPEC_EVENT_BYTES + 5), ANSWER_BYTES + SPEC_EVENT_BYTES + 5)  # 5: a bin header
+        cap = event_bytes + min(asked, MAX_KEYS) * KEY_ENTRY_BYTES + FRAMING_BYTES
+    else:
+        cap = 1024
+    return min(cap, MAX_MESSAGE_BYTES)
+
+
+RANGE_BYTES = 56  # a range's bound (timestamp varint, prefix) and fingerprint, at most
+LISTED_BYTES = RANGE_BYTES + 2 * 3  # a FULL or REPLY range's header and counts (without its ids and indices)
+
+
+def reply_cap(request: object) -> int:
+    """The longest reply Reconciler.respond gives to our message `request`: per
+    range we fingerprinted, BRANCH sub-ranges or SMALL full ids; per range we
+    listed, BRANCH sub-ranges or LIST_MAX full ids and the indices of ours it
+    lacks; one closing range. A first message (one fingerprint) gets under
+    1 KB back, a usual second one ~35 KB: a hostile peer is caught there, not
+    after reading 16 MiB."""
+    try:
+        ranges = reconcile.decode(request)
+    except ReconcileError:
+        return reconcile.MAX_MESSAGE_BYTES
+    cap = 1 + RANGE_BYTES
+    for r in ranges:
+        if r.mode == reconcile.FINGERPRINT:
+            cap += max(reconcile.BRANCH * RANGE_BYTES, LISTED_BYTES + reconcile.SMALL * 32)
+        elif r.mode == reconcile.IDLIST:
+            cap += max(reconcile.BRANCH * RANGE_BYTES, LISTED_BYTES + reconcile.LIST_MAX * 32 + 3 * len(r.ids or []))
+        else:
+            cap += RANGE_BYTES
+    return min(cap, reconcile.MAX_MESSAGE_BYTES)
+
+
+def push_answer(msg: dict[str, Any]) -> tuple[int, int, int]:
+    """(admitted, known, rejected) of a push answer. A peer that does not say
+    what became of the events it was sent is dropped (Hostile): one whose
+    reconciliation always "lacks" them was pushed them at every sync."""
+    counts = tuple(msg.get(k) for k in ("admitted", "known", "rejected"))
+    if not all(type(c) is int and c >= 0 for c in counts) or not sum(counts):  # type: ignore[arg-type]
+        raise Hostile("a push answer must count the events it was sent (admitted, known, rejected)")
+    return counts  # type: ignore[return-value]
+
+
 def events_request(msg: dict[str, Any]) -> tuple[list[str], int]:
     """The ids an events request asks for (at most MAX_EVENTS: the asker asks
     again for the rest) and the event bytes its answer may hold."""
@@ -142,6 +210,7 @@ class PeerService:
         self._set_lock = trio.Lock()
         self.wire = {"requests": 0, "bytes_out": 0, "bytes_in": 0}  # what this node's client sent and got
         self._rng = random.Random()
+        self._fetching: set[str] = set()  # event ids a sync of ours is fetching now (gossip.fetching)
         self._work_lock = trio.Lock()  # one reconciliation computed at a time, off the event loop
         cfg = node.cfg
         self.cpu = Budget(cfg.peer_cpu_share, cfg.peer_cpu_share * CPU_BURST)  # reconciliation CPU per address
@@ -158,6 +227,12 @@ class PeerService:
         if added and not known:
             log.info("peer added: %s%s", url, " (operator)" if operator else f" (learned from {via})")
         return added
+
+    def learn(self, urls: list[str], via: str | None) -> None:
+        """Add a few of these mirrors, drawn at random (PeerTable.learn)."""
+        self.peers.own_url = self.node.public_url
+        for url in self.peers.learn(urls, via, self._rng):
+            log.info("peer added: %s (learned from %s)", url, via or "a mirror hint")
 
     async def _reconcile_work(self, fn: Any, arg: Any) -> tuple[Any, float]:
         """`fn(arg)` over our reconciliation set, on a thread (the event loop stays
@@ -256,10 +331,12 @@ class PeerService:
     # -- client side ---------------------------------------------------------------
 
     async def post(self, url: str, kind: str, msg: dict[str, Any]) -> dict[str, Any]:
-        """One request to a peer, with a total deadline and a cap on the answer."""
+        """One request to a peer, with a total deadline and a cap on the answer by
+        what was asked (answer_cap): OverCap past it, unread when declared."""
         assert self.client is not None
         cfg = self.node.cfg
         await check_url(url, cfg.allow_private_addresses, trusted_origins(cfg.operator_urls))  # --peer: as given
+        cap = min(self.max_message_bytes, answer_cap(kind, msg))
         body = encode({"v": VERSION, **msg})
         self.wire["requests"] += 1
         self.wire["bytes_out"] += len(body)
@@ -269,15 +346,20 @@ class PeerService:
                 if resp.status_code != 200:
                     raise FetchError(f"{url}: peer {kind} answered HTTP {resp.status_code}", url=url,
                                      status=resp.status_code)
+                declared = resp.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise OverCap(f"{url}: {kind} answer of {declared} bytes is over the cap of {cap}")
                 chunks, size = [], 0
-                async for chunk in resp.aiter_bytes():
-                    size += len(chunk)
-                    if size > self.max_message_bytes:
-                        raise PeerError(f"{url}: answer over the cap of {self.max_message_bytes} bytes")
-                    chunks.append(chunk)
+                try:
+                    async for chunk in resp.aiter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            raise OverCap(f"{url}: {kind} answer over the cap of {cap} bytes")
+                        chunks.append(chunk)
+                finally:
+                    self.wire["bytes_in"] += size
         self.node.metrics.gossip.labels(kind=kind, direction="out", outcome="ok").inc()
-        self.wire["bytes_in"] += size
-        return decode(b"".join(chunks), self.max_message_bytes)
+        return decode(b"".join(chunks), cap)
 
     async def sync_with(self, url: str) -> tuple[int, int]:
         """Reconcile with one peer: fetch what we lack, push what it lacks.
@@ -300,7 +382,8 @@ class PeerService:
                 elif kind == "compute":
                     answer, _cpu = await self._reconcile_work(rec.reconcile, arg)
                 elif kind == "fetch":
-                    answer = await self._fetch(url, arg)
+                    with fetching(self._fetching, arg, self.node.store.known_event_ids(arg)) as mine:
+                        answer = await self._fetch(url, mine)
                 else:
                     answer = await self.push_to(url, arg)
         except StopIteration as done:
@@ -328,7 +411,7 @@ class PeerService:
 
         i = 0
         while i < len(ids):
-            asked = ids[i : i + MAX_EVENTS]
+            asked = ids[i : i + page(state, i, MAX_EVENTS)]
             try:
                 answer = await self.post(url, "events", {"ids": asked, "max_bytes": ANSWER_BYTES})
                 raw, keys = parse_events(answer)
@@ -353,14 +436,16 @@ class PeerService:
         return fetched
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
-        """Push these events, ANSWER_BYTES of them per message."""
+        """Push these events (those not pushed to it before), ANSWER_BYTES of them per message."""
+        event_ids = self.peers.unpushed(url, event_ids)
         sent = i = 0
         while i < len(event_ids):
-            payload, used = self.events_payload(event_ids[i : i + MAX_EVENTS])
-            i += used
+            payload, used = self.events_payload(event_ids[i : i + page(self.peers.get(url), i, MAX_EVENTS)])
             if payload["events"]:
-                await self.post(url, "push", {"from": self.node.public_url, **payload})
+                push_answer(await self.post(url, "push", {"from": self.node.public_url, **payload}))
                 sent += len(payload["events"])
+            self.peers.pushed(url, event_ids[i : i + used])
+            i += used
         return sent
 
     async def _guarded_merge(self) -> None:
@@ -389,11 +474,12 @@ class PeerService:
         except PEER_FAULTS as exc:
             self.node.metrics.gossip.labels(kind="exchange", direction="out", outcome="failed").inc()
             dropped = self.peers.failed(state, str(exc) or type(exc).__name__, trio.current_time(), self._rng,
-                                        not_peer=isinstance(exc, FetchError) and exc.status == 404)
+                                        not_peer=isinstance(exc, FetchError) and exc.status == 404,
+                                        drop=isinstance(exc, Hostile))
             log.log(logging.WARNING if getattr(exc, "refused", False) else logging.INFO, "peer %s: %s", url,
                     state.last_error)
             if dropped:
-                log.info("peer dropped after %d failures in a row: %s", state.failures, url)
+                log.info("peer dropped after %d failure(s) in a row: %s", state.failures, url)
         else:
             news = isinstance(result, tuple) and result[0] > 0  # a sync that fetched something new
             self.peers.succeeded(state, utc_now(), news_at=trio.current_time() if news else None)

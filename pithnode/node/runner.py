@@ -55,20 +55,20 @@ async def _every(interval: float, fn, *args) -> None:  # type: ignore[no-untyped
 
 
 async def discover(running: Running) -> None:
-    """Peers from mirror_hint events and from peers' /pith-mirrors.json."""
-    for base in mirror_base_urls(running.node):
-        running.peers.add_peer(base, via="mirror hints")
-    for url, st in list(running.peers.peers.items()):
-        if not st.healthy:
-            continue
-        try:
-            res = await running.poller.fetcher.get(f"{url}/pith-mirrors.json", max_bytes=1024 * 1024)
-            doc = parse_json(res.body)
-        except (FetchError, ValueError):
-            continue
-        for m in (doc.get("mirrors") or [])[:100] if isinstance(doc, dict) else []:
-            if isinstance(m, dict) and isinstance(m.get("base_url"), str):
-                running.peers.add_peer(m["base_url"], via=url)
+    """A few peers drawn at random from the mirror_hint events and from one
+    peer's /pith-mirrors.json (PeerTable.lister and .learn; docs/PROTOCOL-NOTES.md, "Peer choice")."""
+    peers = running.peers
+    peers.learn(list(mirror_base_urls(running.node)), None)
+    url = peers.peers.lister(peers._rng)
+    if url is None:
+        return
+    try:
+        res = await running.poller.fetcher.get(f"{url}/pith-mirrors.json", max_bytes=1024 * 1024)
+        doc = parse_json(res.body)
+    except (FetchError, ValueError):
+        return
+    listed = (doc.get("mirrors") or [])[:1000] if isinstance(doc, dict) else []
+    peers.learn([m["base_url"] for m in listed if isinstance(m, dict) and isinstance(m.get("base_url"), str)], url)
 
 
 async def attest_loop(running: Running) -> None:

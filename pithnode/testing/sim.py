@@ -36,17 +36,22 @@ from ..core.events import MAX_EVENT_BYTES
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..errors import ResourceError
 from ..ingest import admit_raw
-from ..node.gossip import PeerTable, sync_steps
+from ..node.gossip import PeerTable, fetching, page, sync_steps
 from ..node.peer import (
     ANSWER_BYTES,
     MAX_EVENTS,
     MAX_MESSAGE_BYTES,
     VERSION,
+    Hostile,
+    OverCap,
     PeerError,
+    answer_cap,
     decode,
     encode,
     events_request,
     parse_events,
+    push_answer,
+    reply_cap,
 )
 from ..node.service import Budget
 from ..store import unpack
@@ -55,8 +60,10 @@ from .synth import SynthMirror, SynthRegistry, _ts, synthetic_subject
 GOSSIP_INTERVAL = 30.0  # Config.gossip_interval
 DISCOVER_EVERY = 4  # rounds between discoveries (runner.discover runs every 4 gossip intervals)
 NEW_KEYS_PER_HOUR = 2000  # Config.peer_new_keys_per_hour
+WARMUP_ROUNDS = 6  # before the idle rounds: each node has drawn most of its 16 peers, hostile ones included
+IDLE_ROUNDS = 2  # nothing new: what the rounds cost by themselves
 BYZANTINE_KINDS = ("withhold", "lie", "garbage", "oversized", "flood")
-OVERSIZED = object()  # an answer over the message cap: the asker reads MAX_MESSAGE_BYTES + 1 and stops
+OVERSIZED = object()  # an answer over its cap (sent without a length): the asker reads answer_cap + 1 bytes
 
 
 class Unreachable(OSError, ResourceError):
@@ -124,6 +131,7 @@ class SimNode:
         self.new_keys = Budget(NEW_KEYS_PER_HOUR / 3600, NEW_KEYS_PER_HOUR)
         self.outbox: list[tuple[str, str | None]] = []
         self.pending: dict[str, tuple[bytes, str, dict[str, Any], str | None]] = {}  # lockstep: got this round
+        self.fetching: set[str] = set()  # PeerService._fetching
 
     # -- the light store ------------------------------------------------------------
 
@@ -165,8 +173,9 @@ class SimNode:
                 if entry is None or stranger is not None and not self.new_keys.take(stranger, self.net.now):
                     continue
                 self.keys[fp] = entry
-            if self.net.lockstep:  # served from the next round on
+            if self.net.lockstep:  # listed in its reconciliation at once (as stored), served from the next round on
                 self.pending[eid] = (body, fp, ev, origin)
+                self.set.add([(ev["created_at"], eid)])
             else:
                 self.store(eid, body, fp, ev, origin)
             new += 1
@@ -202,17 +211,20 @@ class SimNode:
             admitted = self.ingest(raw, keys, origin, client.url)
             if origin and admitted:
                 self.peers.add(origin, via=client.url)
-            out = {"v": VERSION, "admitted": admitted}
+            out = {"v": VERSION, "admitted": admitted, "known": len(raw) - admitted, "rejected": 0}
         return encode(out)
 
     def byzantine_answer(self, kind: str, body: bytes) -> bytes | object:
         net = self.net
         if self.kind == "garbage":
             return net.rng.randbytes(64)
+        if kind == "reconcile":
+            msg = decode(body).get("msg")
+            if self.kind == "oversized" and reply_cap(msg) < MAX_MESSAGE_BYTES // 4:  # plays along up to a big cap
+                return encode({"v": VERSION, "msg": Reconciler(net.liar_set).respond(msg)})
         if self.kind == "oversized":
             return OVERSIZED
         if kind == "reconcile":
-            msg = decode(body).get("msg")
             if self.kind == "withhold":
                 return encode({"v": VERSION, "msg": None})  # "we agree": it holds back what it has
             fake = net.liar_set if self.kind == "lie" else net.flood_set
@@ -237,7 +249,9 @@ class SimNode:
                 elif kind == "compute":
                     answer = rec.reconcile(arg)
                 elif kind == "fetch":
-                    answer = self.fetch(peer, arg)
+                    held = {i for i in arg if i in self.bodies or i in self.pending}
+                    with fetching(self.fetching, arg, held) as mine:
+                        answer = self.fetch(peer, mine)
                 else:
                     answer = self.push_to(peer, arg)
         except StopIteration as done:
@@ -246,7 +260,7 @@ class SimNode:
     def fetch(self, peer: SimNode, ids: list[str]) -> int:
         new = i = 0
         while i < len(ids):
-            asked = ids[i : i + MAX_EVENTS]
+            asked = ids[i : i + page(self.peers.get(peer.url), i, MAX_EVENTS)]
             answer = self.net.post(self, peer, "events", {"ids": asked, "max_bytes": ANSWER_BYTES})
             raw, keys = parse_events(answer)
             used = answer.get("next")
@@ -255,13 +269,15 @@ class SimNode:
         return new
 
     def push_to(self, peer: SimNode, ids: list[str]) -> int:
+        ids = self.peers.unpushed(peer.url, ids)
         sent = i = 0
         while i < len(ids):
-            payload, used = self.events_payload(ids[i : i + MAX_EVENTS])
-            i += used
+            payload, used = self.events_payload(ids[i : i + page(self.peers.get(peer.url), i, MAX_EVENTS)])
             if payload["events"]:
-                self.net.post(self, peer, "push", {"from": self.url, **payload})
+                push_answer(self.net.post(self, peer, "push", {"from": self.url, **payload}))
                 sent += len(payload["events"])
+            self.peers.pushed(peer.url, ids[i : i + used])
+            i += used
         return sent
 
     def guarded(self, url: str, fn: Any, *args: Any) -> None:
@@ -271,7 +287,8 @@ class SimNode:
         try:
             result = fn(self.net.nodes[self.net.index[url]], *args)
         except PEER_FAULTS as exc:
-            self.peers.failed(state, str(exc) or type(exc).__name__, self.net.now, self.net.rng)
+            self.peers.failed(state, str(exc) or type(exc).__name__, self.net.now, self.net.rng,
+                              drop=isinstance(exc, Hostile))
         else:
             news = isinstance(result, tuple) and result[0] > 0
             self.peers.succeeded(state, f"{self.net.now:012.1f}", news_at=self.net.now if news else None)
@@ -281,10 +298,9 @@ class SimNode:
         talk among themselves, and flooders push their junk to honest peers."""
         net = self.net
         if self.kind is not None:
-            if self.kind == "flood":
-                for url in self.net.rng.sample(sorted(self.peers), min(2, len(self.peers))):
-                    target = net.nodes[net.index[url]]
-                    if target.kind is None:
+            if self.kind == "flood":  # to any nodes: mirrors' URLs are public
+                for target in net.rng.sample(net.honest, min(2, len(net.honest))):
+                    if target.online:
                         raw = [b for b, _ in net.rng.sample(net.junk, min(3, len(net.junk)))]
                         keys = [net.junk_by_id_key[b] for b in raw]
                         try:
@@ -309,8 +325,7 @@ class Network:
         self.now = 0.0
         self.round = 0
         self.partition: set[int] | None = None  # the nodes on one side, while partitioned
-        self.wire_bytes = 0
-        self.oversized_bytes = 0  # read from peers answering over the message cap
+        self.wire: dict[str, int] = {}  # bytes on the wire by message kind ("events answer", "over-cap answer")
         self.messages = 0
         self.holders: dict[str, int] = {}  # event id -> honest nodes holding it (injected events only)
         w = self.world
@@ -327,7 +342,8 @@ class Network:
         r = random.Random(seed + 1)
         self.liar_set = ReconcileSet(fake + [("2026-07-01T00:00:00Z", "sha256:" + r.randbytes(32).hex())
                                              for _ in range(8)])
-        self.flood_set = ReconcileSet(fake + [(j["event"]["created_at"], j["event"]["event_id"]) for _b, j in self.junk])
+        self.flood_set = ReconcileSet(fake + [(j["event"]["created_at"], j["event"]["event_id"])
+                                              for _b, j in self.junk])
         n_byz = int(nodes * byzantine)
         kinds = [BYZANTINE_KINDS[i % len(BYZANTINE_KINDS)] for i in range(n_byz)] + [None] * (nodes - n_byz)
         self.rng.shuffle(kinds)
@@ -351,21 +367,33 @@ class Network:
 
     def post(self, src: SimNode, dst: SimNode, kind: str, msg: dict[str, Any]) -> dict[str, Any]:
         """One request and its answer, both encoded and counted."""
-        if not dst.online or self.partition is not None and ((src.idx in self.partition) != (dst.idx in self.partition)):
+        cut = self.partition is not None and (src.idx in self.partition) != (dst.idx in self.partition)
+        if not dst.online or cut:
             raise Unreachable(f"{dst.url} unreachable")
         body = encode({"v": VERSION, **msg})
         self.messages += 1
-        self.wire_bytes += len(body)
+        side = "from Byzantine: " if src.kind else "with Byzantine: " if dst.kind else ""
+        self.count(f"{side}{kind} request", len(body))
         try:
             answer = dst.handle(kind, body, src)
         except (PeerError, ReconcileError) as exc:
             raise PeerError(f"{dst.url}: peer {kind} answered HTTP 400") from exc
-        if answer is OVERSIZED:  # read up to the cap, counted apart (it would swamp the per-event figures)
-            self.oversized_bytes += MAX_MESSAGE_BYTES + 1
-            raise PeerError(f"{dst.url}: answer over the cap of {MAX_MESSAGE_BYTES} bytes")
+        cap = answer_cap(kind, msg)
+        if answer is OVERSIZED:
+            self.count(f"{side}{kind} answer over its cap", cap + 1)
+            raise OverCap(f"{dst.url}: {kind} answer over the cap of {cap} bytes")
         assert isinstance(answer, bytes)
-        self.wire_bytes += len(answer)
-        return decode(answer)
+        self.count(f"{side}{kind} answer", len(answer))
+        return decode(answer, cap)
+
+    def count(self, kind: str, size: int) -> None:
+        self.wire[kind] = self.wire.get(kind, 0) + size
+
+    @property
+    def wire_bytes(self) -> int:
+        """Every byte of every message an honest node sent or received, each counted once (every
+        exchange has an honest side): requests, answers, garbage, over-cap answers up to where reading stopped."""
+        return sum(self.wire.values())
 
     def inject(self, node: SimNode, ev: dict[str, Any]) -> str:
         """An event taken in from outside the peer protocol (a poll, a client): pushed at once."""
@@ -400,16 +428,14 @@ class Network:
                     n.online = not n.online
 
     def discover(self) -> None:
-        """runner.discover: mirrors listed by a healthy peer (up to 4 places per
-        listing peer); a Byzantine peer lists only Byzantine mirrors."""
+        """runner.discover: a few mirrors from one peer's list (PeerTable.lister,
+        .learn); a Byzantine peer lists only Byzantine mirrors, an honest one
+        a random sample of all (hints: the peer lists each node starts from)."""
         for n in self.honest:
-            healthy = [st.url for st in n.peers.values() if st.healthy]
-            if not healthy:
-                continue
-            via = self.rng.choice(healthy)
-            pool = self.byz if self.nodes[self.index[via]].kind is not None else self.nodes
-            for m in self.rng.sample(pool, min(2, len(pool))):
-                n.peers.add(m.url, via=via)
+            via = n.peers.lister(self.rng)
+            if via is not None:
+                pool = self.byz if self.nodes[self.index[via]].kind is not None else self.nodes
+                n.peers.learn([m.url for m in self.rng.sample(pool, min(100, len(pool)))], via, self.rng)
 
     def online_honest(self) -> list[SimNode]:
         return [n for n in self.honest if n.online]
@@ -443,7 +469,8 @@ class Network:
 
 def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float = 0.0, churn: float = 0.0,
              partition: float = 0.0, partition_rounds: int = 10, seed: int = 1, max_rounds: int = 60,
-             steady_events: int = 8, world: World | None = None, lockstep: bool = True) -> dict[str, Any]:
+             steady_events: int = 8, world: World | None = None, lockstep: bool = True, warmup: int = WARMUP_ROUNDS
+             ) -> dict[str, Any]:
     """One simulated run; its figures as one dict (scripts/simulate.py prints it).
 
     After three rounds of warm-up (the last one measures the idle cost), a new
@@ -458,14 +485,16 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
     net = Network(nodes=nodes, degree=degree, fanout=fanout, byzantine=byzantine, churn=churn, seed=seed, world=world,
                   lockstep=lockstep)
     w = net.world
-    for _ in range(2):  # warm-up: peers have answered once before anything new happens
+    for _ in range(warmup):  # peers have answered (or been dropped) before anything new happens
         net.step()
-    bytes0, msgs0 = net.wire_bytes, net.messages
-    net.step()
+    bytes0 = net.wire_bytes
+    for _ in range(IDLE_ROUNDS):
+        net.step()
+    idle = (net.wire_bytes - bytes0) / len(net.honest) / IDLE_ROUNDS
     out: dict[str, Any] = {
         "nodes": nodes, "degree": degree, "fanout": fanout, "byzantine": byzantine, "churn": churn,
         "partition": partition, "seed": seed, "lockstep": lockstep, "honest_nodes": len(net.honest),
-        "idle_bytes_per_node_per_round": round((net.wire_bytes - bytes0) / len(net.nodes)),
+        "idle_bytes_per_node_per_round": round(idle),
     }
     online = net.online_honest
     origin = net.rng.choice([n for n in online() if n is not net.eclipsed])
@@ -491,7 +520,7 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
     if net.eclipsed is not None:
         out["eclipsed_node_rounds"] = got_eclipsed
     # steady state: one new event per round, then rounds until every honest node holds them all
-    bytes0 = net.wire_bytes
+    bytes0, wire0 = net.wire_bytes, dict(net.wire)
     held0 = sum(len(n.bodies) for n in net.honest)
     events = [w.new_event(1 + i) for i in range(steady_events)]
     ids = []
@@ -503,6 +532,14 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
     out["event_bytes"] = round(sum(len(canonical_bytes(ev)) for ev in events) / steady_events)
     out["bytes_per_node_per_event"] = round((net.wire_bytes - bytes0) / max(taken, 1))
     out["bytes_ratio_to_event"] = round(out["bytes_per_node_per_event"] / out["event_bytes"], 2)
+    def ratio(keep: Any) -> float:
+        return round(sum(v - wire0.get(k, 0) for k, v in net.wire.items() if keep(k)) / max(taken, 1)
+                     / out["event_bytes"], 2)
+
+    out["honest_exchanges_ratio_to_event"] = ratio(lambda k: "Byzantine" not in k)
+    out["solicited_ratio_to_event"] = ratio(lambda k: not k.startswith("from Byzantine"))  # not pushed at us
+    out["bytes_by_kind"] = {k: round((v - wire0.get(k, 0)) / max(taken, 1)) for k, v in sorted(net.wire.items())
+                            if v > wire0.get(k, 0)}  # per event taken in, as bytes_per_node_per_event
     if partition:
         side = {n.idx for n in net.rng.sample(net.nodes, int(len(net.nodes) * partition))}
         net.partition = side
@@ -520,6 +557,7 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
             "messages_per_node_per_round": round((net.messages - msgs0) / len(net.nodes) / (net.round - round0), 2),
             "bytes_per_node_per_event": round((net.wire_bytes - bytes0) / max(taken, 1)),
         }
-    out["oversized_bytes_per_honest_node"] = round(net.oversized_bytes / len(net.honest))
+    out["over_cap_bytes_per_honest_node"] = round(sum(v for k, v in net.wire.items() if k.endswith("over its cap"))
+                                                  / len(net.honest))
     out["cpu_seconds"] = round(time.process_time() - started, 1)
     return out
