@@ -4,20 +4,22 @@ honest nodes keep converging meanwhile, with records full of max-size events."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import random
 from pathlib import Path
 
 import httpx
 import msgpack
-import pytest
 import trio
-
 from helpers import MIRRORS, REG
-from nodes import connect, get_json, nodes, push, wait_converged
+from httpserver import Route, running_server
+from nodes import get_json, nodes, push, wait_converged
 from pithnode.store import eventlog, journal
 from pithnode.core import canonical_bytes, reconcile
 from pithnode.core.events import MAX_EVENT_BYTES
+from pithnode.core.reconcile import Reconciler, ReconcileSet
 from pithnode.node import peer as peer_mod
 from pithnode.testing.synth import SynthMirror, synthetic_subject
 
@@ -28,7 +30,8 @@ def max_size_events(pn: str, n: int, signer: SynthMirror = MIRRORS[0]) -> list[d
     pad = MAX_EVENT_BYTES - 2_000
     for i in range(n):
         at = f"2026-03-01T00:{i // 60:02d}:{i % 60:02d}Z"
-        ev = signer.event(pn, "citation_signature", "citation", {"citing": f"pith:2026:{'A' * 26}", "context": "x" * pad},
+        ev = signer.event(pn, "citation_signature", "citation",
+                          {"citing": f"pith:2026:{'A' * 26}", "context": "x" * pad},
                           at, prev=out[-1]["event_id"] if out else None)
         size = len(canonical_bytes(ev))
         ev = signer.event(pn, "citation_signature", "citation",
@@ -279,3 +282,90 @@ async def test_mirror_hints_are_parsed_once_not_at_every_rebuild(tmp_path: Path,
         status, doc = await get_json(f"{a.url}/pith-mirrors.json")
         assert len(doc["mirrors"]) == 52 and "https://hinter50.test" in {m["base_url"] for m in doc["mirrors"]}
         assert len(read) == 1  # the new hint, not all 51 again
+
+
+async def test_a_learned_peer_giving_an_answer_no_honest_peer_gives_is_dropped_at_once(tmp_path: Path, monkeypatch):
+    """Over the cap of what was asked (a 5 MB reply to a first reconciliation
+    message, whose honest reply is under 1 KB; an endless body sent without a
+    length), or a push answer that does not count the events sent: the learned
+    peer is dropped at the first such answer, little of it is read, and it is not
+    learned again; an operator's peer only backs off."""
+    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c), running_server() as endless:
+        pn = await seed(b, 7700, 6)
+
+        async def oversized(kind: str, body: bytes, client: str) -> bytes:
+            return b"\x00" * 5_000_000
+
+        async def uncounted(kind: str, body: bytes, client: str) -> bytes:
+            return peer_mod.encode({"v": 1})
+
+        monkeypatch.setattr(a.peers, "handle", oversized)
+        monkeypatch.setattr(c.peers, "handle", uncounted)
+        endless.routes["/peer/v1/reconcile"] = Route(mode="endless")
+        ids = sorted(e for _, e in b.node.store.event_keys())
+        with trio.fail_after(60):
+            for url in (a.url, endless.url):
+                assert b.peers.add_peer(url, via="a list")
+                await b.peers._guarded(url, b.peers.sync_with)
+                assert url not in b.peers.peers and not b.peers.add_peer(url, via="another list")
+            first = peer_mod.reply_cap(Reconciler(await b.peers.reconcile_set()).initiate())
+            assert b.peers.wire["bytes_in"] <= first + 65_536  # the declared 5 MB unread; one chunk past the cap
+            assert b.peers.add_peer(c.url, via="a list")
+            await b.peers._guarded(c.url, b.peers.push_to, ids)
+            assert c.url not in b.peers.peers
+            assert b.peers.add_peer(a.url, operator=True)  # the operator decides
+            await b.peers._guarded(a.url, b.peers.sync_with)
+            assert a.url in b.peers.peers and b.peers.peers[a.url].failures == 1
+        assert pn
+
+
+async def test_concurrent_syncs_fetch_each_new_event_once(tmp_path: Path):
+    """Two peers hold the same new events (here 6 of 262,144 bytes); the node
+    syncs with both at once, as a round does: each event crosses the wire once."""
+    async with nodes(tmp_path, 3, gossip_interval=3600.0, attest=False) as (a, b, c):
+        pn = await seed(a, 7800, 4)
+        with trio.fail_after(120):
+            await b.peers.sync_with(a.url)
+            await c.peers.sync_with(a.url)
+            big = max_size_events(pn, 6)
+            for n in (a, b):
+                res = await n.node.ingest_events(pn, big, [MIRRORS[0].entry()], source="test")
+                assert len(res.new_event_ids) == 6
+            before = c.peers.wire["bytes_in"]
+            fetched: list[int] = []
+
+            async def sync(url: str) -> None:
+                fetched.append((await c.peers.sync_with(url))[0])
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sync, a.url)
+                nursery.start_soon(sync, b.url)
+        assert sum(fetched) == 6 and c.node.store.known_event_ids([e["event_id"] for e in big]) == {
+            e["event_id"] for e in big}
+        assert c.peers.wire["bytes_in"] - before < 1.2 * 6 * MAX_EVENT_BYTES  # not twice
+
+
+def test_every_honest_reconciliation_reply_is_within_the_cap_its_request_sets():
+    """peer.reply_cap bounds the reply to each message of a reconciliation by
+    that message alone, however far apart the sets are (an empty node against
+    5,000 events included): an asker can refuse more without dropping honest peers."""
+    rng = random.Random(1)
+    for trial in range(60):
+        n = rng.choice([0, 1, 3, 5, 20, 100, 1_000, 5_000])
+        base = [(f"2026-0{rng.randrange(1, 9)}-01T00:00:{rng.randrange(60):02d}Z",
+                 "sha256:" + hashlib.sha256(f"{trial}-{i}".encode()).hexdigest()) for i in range(n)]
+        mine = ReconcileSet(sorted(x for x in base if rng.random() < rng.choice([0.0, 0.5, 0.99, 1.0])))
+        theirs = ReconcileSet(sorted(x for x in base if rng.random() < rng.choice([0.0, 0.5, 0.99, 1.0])))
+        rec = Reconciler(mine)
+        msg: bytes | None = rec.initiate()
+        while msg is not None:
+            reply = Reconciler(theirs).respond(msg)
+            if reply is None:
+                break
+            assert len(reply) <= peer_mod.reply_cap(msg)
+            msg = rec.reconcile(reply)
+        assert rec.need == ids_of(theirs) - ids_of(mine) and rec.have == ids_of(mine) - ids_of(theirs)
+
+
+def ids_of(s: ReconcileSet) -> set[str]:
+    return {"sha256:" + s._id(i).hex() for i in range(len(s))}
