@@ -29,29 +29,33 @@ def fraction(text: str) -> float:
 
 SERIES = {  # name: (x label, runs as keyword arguments of simulate)
     "nodes": ("nodes (30% Byzantine, a partition of half healed)",
-              [dict(nodes=n, byzantine=0.3, partition=0.5) for n in (300, 1000)]),
-    "byzantine": ("Byzantine share (300 nodes)", [dict(nodes=300, byzantine=f) for f in (0, .1, .2, .3, .4, .5)]),
+              [dict(nodes=n, byzantine=0.3, partition=0.5, lockstep=ls) for n in (100, 300, 1000, 3000)
+               for ls in (True, False)]),
+    "byzantine": ("Byzantine share (300 nodes)",
+                  [dict(nodes=300, byzantine=f, lockstep=ls) for f in (0, .1, .2, .3, .4, .5) for ls in (True, False)]),
     "degree": ("peer list size (300 nodes, 30% Byzantine)",
                [dict(nodes=300, degree=k, byzantine=0.3) for k in (4, 8, 16, 32, 64)]),
+    "fanout": ("learned peers per round (300 nodes, no Byzantine node)",
+               [dict(nodes=300, fanout=f, lockstep=ls) for f in (2, 4, 16) for ls in (True, False)]),
 }
 
 
 def sweep(out_dir: Path, name: str, seed: int) -> None:
-    """One series of docs/SCALE.md as JSON lines in DIR/<name>.jsonl: in lockstep, and for up to 1,000
-    nodes also jittered."""
+    """One series of docs/SCALE.md as JSON lines in DIR/<name>.jsonl (10,000 nodes: --nodes 10000 --json)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / f"{name}.jsonl").open("a") as log:
         for kw in SERIES[name][1]:
-            for lockstep in (True, False)[:2 if name == "nodes" and kw["nodes"] <= 1000 else 1]:
-                res = {"series": name, **simulate(seed=seed, lockstep=lockstep, **kw)}  # type: ignore[arg-type]
-                log.write(json.dumps(res) + "\n")
-                log.flush()
+            res = {"series": name, **simulate(seed=seed, **kw)}  # type: ignore[arg-type]
+            log.write(json.dumps(res) + "\n")
+            log.flush()
 
 
-COLUMNS = (("nodes", "nodes"), ("degree", "peers"), ("byzantine", "Byzantine"), ("lockstep", "lockstep"),
+COLUMNS = (("nodes", "nodes"), ("degree", "peers"), ("fanout", "peers/round"), ("byzantine", "Byzantine"),
+           ("lockstep", "lockstep"),
            ("rounds_to_all_honest", "rounds: event"), ("equivocation_known_by_all_honest_rounds", "rounds: fork"),
            ("eclipsed_node_rounds", "rounds: eclipsed node"), ("heal", "rounds after heal"),
            ("messages_per_node_per_round", "messages/node/round"), ("bytes_ratio_to_event", "bytes/event ÷ size"),
+           ("honest_exchanges_ratio_to_event", "among honest ÷ size"),
            ("idle_bytes_per_node_per_round", "idle bytes/node/round"),
            ("over_cap_bytes_per_honest_node", "over-cap bytes/honest node"), ("cpu_seconds", "CPU s"))
 
@@ -106,6 +110,24 @@ def plot(out_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / f"rounds-vs-{name}.png")
         plt.close(fig)
+        if name == "byzantine":  # and what the bytes go to
+            fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
+            for lockstep, style in ((True, "-o"), (False, "--s")):
+                mine = [r for r in runs if r["lockstep"] == lockstep]
+                xs = [r[name] for r in mine]
+                label = "lockstep" if lockstep else "jittered"
+                for key, what, alpha in (("bytes_ratio_to_event", "all", 1.0),
+                                         ("solicited_ratio_to_event", "all but pushes at us", 0.6),
+                                         ("honest_exchanges_ratio_to_event", "among honest nodes", 0.35)):
+                    ax.plot(xs, [r[key] for r in mine], style, alpha=alpha, label=f"{what} ({label})")
+            ax.axhline(2, linestyle=":", color="grey", label="goal: 2x")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("bytes per event a node took in ÷ its size")
+            ax.set_ylim(bottom=0)
+            ax.legend(fontsize=6)
+            fig.tight_layout()
+            fig.savefig(out_dir / "bytes-vs-byzantine.png")
+            plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
