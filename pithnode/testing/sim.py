@@ -10,16 +10,24 @@ encode, decode, events_request, parse_events), reconciliation
 encoded and counted), the store (a dict of event bodies and the
 reconciliation set) and the clock (rounds of GOSSIP_INTERVAL virtual
 seconds). Within a round nodes act one after another in a random order; in
-lockstep (the default) what a node receives in a round is served by it
-only from the next round on, as in the textbook round model (an event moves
-at most one hop per round, and two peers may deliver the same event in one
-round); without lockstep it is served at once, as with the node's
-independent jittered timers, where exchanges take far less than a round
-(docs/SCALE.md).
+lockstep (the default) what a node receives in a round is in its
+reconciliation set at once (as a stored event is) but served by it only
+from the next round on, as in the textbook round model (an event moves at
+most one hop per round); without lockstep it is served at once, as with
+the node's independent jittered timers, where exchanges take far less than
+a round (docs/SCALE.md).
+
+Every byte of every message is counted by kind (Network.wire): requests,
+answers, garbage, and over-cap answers up to the cap at which the asker
+stops reading. Every exchange has an honest side, so each byte is counted
+once, as sent by one node and received by another.
 
 Byzantine nodes answer with one of BYZANTINE_KINDS, gossip only among
 themselves, list only each other as mirrors, and all of them are the whole
-peer list of one honest node (an eclipse).
+peer list of one honest node (an eclipse). The oversized kind plays along
+in reconciliation until a message allows a large reply and over-caps
+everything else (the most it can make an asker read); flooders push their
+junk to random honest nodes.
 """
 
 from __future__ import annotations
