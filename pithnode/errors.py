@@ -43,6 +43,8 @@ OUTCOMES: dict[str, Outcome] = {
     "pithnode.core.reconcile.ReconcileError": Outcome(EXIT_USAGE, 400),
     "pithnode.ingest.IngestError": Outcome(EXIT_USAGE, 400),
     "pithnode.node.peer.PeerError": Outcome(EXIT_USAGE, 400),
+    "pithnode.node.peer.Hostile": Outcome(EXIT_USAGE, 400),  # an answer no honest peer gives: the peer is dropped
+    "pithnode.node.peer.OverCap": Outcome(EXIT_USAGE, 400),
     "pithnode.sync.BadId": Outcome(EXIT_USAGE, 400),
     "pithnode.sync.ResolveError": Outcome(EXIT_USAGE, 404),
     "pithnode.views.NotHeld": Outcome(EXIT_USAGE, 404),

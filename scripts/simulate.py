@@ -73,6 +73,17 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def breakdown(runs: list[dict]) -> str:
+    """A markdown table of the steady phase's bytes per event taken in, by message kind, one column per run."""
+    kinds = sorted({k for r in runs for k in r["bytes_by_kind"]}, key=lambda k: ("Byzantine" in k, k))
+    head = [f"{r['byzantine']:.0%} Byzantine, {'lockstep' if r['lockstep'] else 'jittered'}" for r in runs]
+    lines = ["| bytes per event taken in | " + " | ".join(head) + " |", "|---|" + "---:|" * len(runs)]
+    lines += [f"| {k} | " + " | ".join(f"{r['bytes_by_kind'].get(k, 0):,}" for r in runs) + " |" for k in kinds]
+    lines.append("| **all** (÷ event size) | " + " | ".join(
+        f"**{r['bytes_per_node_per_event']:,}** ({r['bytes_ratio_to_event']})" for r in runs) + " |")
+    return "\n".join(lines)
+
+
 def plot(out_dir: Path) -> None:
     """DIR/rounds-vs-<series>.png from DIR/<series>.jsonl, and the tables on stdout."""
     import math
@@ -88,6 +99,8 @@ def plot(out_dir: Path) -> None:
             continue
         runs = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r[name])
         print(f"\n{name}:\n{table(runs)}")
+        if name == "byzantine":
+            print(f"\nbytes by kind:\n{breakdown([r for r in runs if r['byzantine'] in (0, 0.3)])}")
         fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
         for lockstep, style in ((True, "-o"), (False, "--s")):
             mine = [r for r in runs if r["lockstep"] == lockstep]
