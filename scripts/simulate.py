@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -27,7 +28,7 @@ def fraction(text: str) -> float:
     return value
 
 
-SERIES = {  # name: (x label, runs as keyword arguments of simulate)
+SERIES: dict[str, tuple[str, list[dict[str, Any]]]] = {  # name: (x label, runs as keyword arguments of simulate)
     "nodes": ("nodes (30% Byzantine, a partition of half healed)",
               [dict(nodes=n, byzantine=0.3, partition=0.5, lockstep=ls) for n in (100, 300, 1000, 3000)
                for ls in (True, False)]),
@@ -35,6 +36,9 @@ SERIES = {  # name: (x label, runs as keyword arguments of simulate)
                   [dict(nodes=300, byzantine=f, lockstep=ls) for f in (0, .1, .2, .3, .4, .5) for ls in (True, False)]),
     "degree": ("peer list size (300 nodes, 30% Byzantine)",
                [dict(nodes=300, degree=k, byzantine=0.3) for k in (4, 8, 16, 32, 64)]),
+    "events_per_round": ("new events per round in the whole network (300 nodes)",
+             [dict(nodes=300, byzantine=f, events_per_round=r, lockstep=ls) for f in (0, 0.3) for r in (1, 4, 12)
+              for ls in (True, False)]),
     "fanout": ("learned peers per round (300 nodes, no Byzantine node)",
                [dict(nodes=300, fanout=f, lockstep=ls) for f in (2, 4, 16) for ls in (True, False)]),
 }
@@ -101,6 +105,9 @@ def plot(out_dir: Path) -> None:
         print(f"\n{name}:\n{table(runs)}")
         if name == "byzantine":
             print(f"\nbytes by kind:\n{breakdown([r for r in runs if r['byzantine'] in (0, 0.3)])}")
+        if name == "events_per_round":
+            bytes_plot(plt, out_dir, runs, name, xlabel, [(f"{f:.0%} Byzantine", f) for f in (0, 0.3)])
+            continue
         fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
         for lockstep, style in ((True, "-o"), (False, "--s")):
             mine = [r for r in runs if r["lockstep"] == lockstep]
@@ -123,24 +130,32 @@ def plot(out_dir: Path) -> None:
         fig.tight_layout()
         fig.savefig(out_dir / f"rounds-vs-{name}.png")
         plt.close(fig)
-        if name == "byzantine":  # and what the bytes go to
-            fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
-            for lockstep, style in ((True, "-o"), (False, "--s")):
-                mine = [r for r in runs if r["lockstep"] == lockstep]
-                xs = [r[name] for r in mine]
-                label = "lockstep" if lockstep else "jittered"
-                for key, what, alpha in (("bytes_ratio_to_event", "all", 1.0),
-                                         ("solicited_ratio_to_event", "all but pushes at us", 0.6),
-                                         ("honest_exchanges_ratio_to_event", "among honest nodes", 0.35)):
-                    ax.plot(xs, [r[key] for r in mine], style, alpha=alpha, label=f"{what} ({label})")
-            ax.axhline(2, linestyle=":", color="grey", label="goal: 2x")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("bytes per event a node took in ÷ its size")
-            ax.set_ylim(bottom=0)
-            ax.legend(fontsize=6)
-            fig.tight_layout()
-            fig.savefig(out_dir / "bytes-vs-byzantine.png")
-            plt.close(fig)
+        if name == "byzantine":
+            bytes_plot(plt, out_dir, runs, name, xlabel, [("", None)])
+
+
+def bytes_plot(plt: Any, out_dir: Path, runs: list[dict], name: str, xlabel: str,
+               groups: list[tuple[str, float | None]]) -> None:
+    """DIR/bytes-vs-<series>.png: the bytes per event (all, all but pushes at us, among honest nodes)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), dpi=80)
+    for group, share in groups:
+        for lockstep, style in ((True, "-o"), (False, "--s")):
+            mine = [r for r in runs if r["lockstep"] == lockstep and share in (None, r["byzantine"])]
+            label = ", ".join(x for x in (group, "lockstep" if lockstep else "jittered") if x)
+            for key, what, alpha in (("bytes_ratio_to_event", "all", 1.0),
+                                     ("solicited_ratio_to_event", "all but pushes at us", 0.6),
+                                     ("honest_exchanges_ratio_to_event", "among honest nodes", 0.35)):
+                if share == 0 and key != "bytes_ratio_to_event":
+                    continue  # the same without Byzantine nodes
+                ax.plot([r[name] for r in mine], [r[key] for r in mine], style, alpha=alpha, label=f"{what} ({label})")
+    ax.axhline(2, linestyle=":", color="grey", label="goal: 2x")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("bytes per event a node took in ÷ its size")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"bytes-vs-{name}.png")
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,14 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition-rounds", type=int, default=10)
     p.add_argument("--jittered", action="store_true",
                    help="serve what arrives at once (independent timers) instead of from the next round")
+    p.add_argument("--events-per-round", type=int, default=1,
+                   help="new events per round in the whole network while the bytes per event are measured (1-12)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.add_argument("--sweep", choices=sorted(SERIES), help="run one series of docs/SCALE.md into --out")
     p.add_argument("--plot", action="store_true", help="plot the series found in --out")
     p.add_argument("--out", type=Path, default=Path("docs/scale"))
     args = p.parse_args(argv)
-    if args.nodes < 4 or args.degree < 1 or args.fanout < 1:
-        p.error("--nodes must be at least 4, --degree and --fanout at least 1")
+    if args.nodes < 4 or args.degree < 1 or args.fanout < 1 or not 1 <= args.events_per_round <= 12:
+        p.error("--nodes must be at least 4, --degree and --fanout at least 1, --events-per-round 1 to 12")
     if args.sweep or args.plot:
         if args.sweep:
             sweep(args.out, args.sweep, args.seed)
@@ -170,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     res = simulate(nodes=args.nodes, degree=args.degree, fanout=args.fanout, byzantine=args.byzantine,
                    churn=args.churn, partition=args.partition, partition_rounds=args.partition_rounds,
-                   seed=args.seed, lockstep=not args.jittered)
+                   seed=args.seed, lockstep=not args.jittered, events_per_round=args.events_per_round)
     if args.json:
         print(json.dumps(res))
     else:

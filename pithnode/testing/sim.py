@@ -477,15 +477,17 @@ class Network:
 
 def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float = 0.0, churn: float = 0.0,
              partition: float = 0.0, partition_rounds: int = 10, seed: int = 1, max_rounds: int = 60,
-             steady_events: int = 8, world: World | None = None, lockstep: bool = True, warmup: int = WARMUP_ROUNDS
-             ) -> dict[str, Any]:
+             steady_events: int = 8, world: World | None = None, lockstep: bool = True, warmup: int = WARMUP_ROUNDS,
+             events_per_round: int = 1) -> dict[str, Any]:
     """One simulated run; its figures as one dict (scripts/simulate.py prints it).
 
-    After three rounds of warm-up (the last one measures the idle cost), a new
+    After `warmup` rounds and IDLE_ROUNDS that measure the idle cost, a new
     event is taken in at one honest node and the two events of a fork at two
     honest nodes far apart; rounds are counted until every online honest node
     holds the event, and reports the equivocation. Then `steady_events`
-    events, one per round at random honest nodes, give the bytes per event.
+    rounds each take in `events_per_round` new events at random honest nodes
+    (in the whole network), and every byte until all honest nodes hold them,
+    per event a node took in, gives the bytes per event.
     With `partition`, that share of the nodes is cut off for
     `partition_rounds` rounds while one new event is taken in on each side;
     rounds are counted from the heal."""
@@ -502,6 +504,7 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
     out: dict[str, Any] = {
         "nodes": nodes, "degree": degree, "fanout": fanout, "byzantine": byzantine, "churn": churn,
         "partition": partition, "seed": seed, "lockstep": lockstep, "honest_nodes": len(net.honest),
+        "events_per_round": events_per_round,
         "idle_bytes_per_node_per_round": round(idle),
     }
     online = net.online_honest
@@ -530,16 +533,18 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
     # steady state: one new event per round, then rounds until every honest node holds them all
     bytes0, wire0 = net.wire_bytes, dict(net.wire)
     held0 = sum(len(n.bodies) for n in net.honest)
-    events = [w.new_event(1 + i) for i in range(steady_events)]
+    events = [w.new_event(1 + i) for i in range(steady_events * events_per_round)]
     ids = []
-    for ev in events:
+    for i, ev in enumerate(events, 1):
         ids.append(net.inject(net.rng.choice(online()), ev))
-        net.step()
+        if i % events_per_round == 0:
+            net.step()
     net.run_until(lambda: all(net.all_hold(e) for e in ids), max_rounds)
     taken = sum(len(n.bodies) for n in net.honest) - held0  # events new to honest nodes (flooded ones too)
-    out["event_bytes"] = round(sum(len(canonical_bytes(ev)) for ev in events) / steady_events)
+    out["event_bytes"] = round(sum(len(canonical_bytes(ev)) for ev in events) / len(events))
     out["bytes_per_node_per_event"] = round((net.wire_bytes - bytes0) / max(taken, 1))
     out["bytes_ratio_to_event"] = round(out["bytes_per_node_per_event"] / out["event_bytes"], 2)
+
     def ratio(keep: Any) -> float:
         return round(sum(v - wire0.get(k, 0) for k, v in net.wire.items() if keep(k)) / max(taken, 1)
                      / out["event_bytes"], 2)
