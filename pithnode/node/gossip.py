@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Generator, Iterator
+from collections.abc import Collection, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,13 +133,14 @@ class PeerTable(dict[str, PeerState]):
         state = self.get(url)
         return ids if state is None else [i for i in ids if i not in state.pushed]
 
-    def pushed(self, url: str, ids: list[str]) -> None:
-        """These ids reached the peer."""
+    def pushed(self, url: str, ids: list[str], held: Collection[str]) -> None:
+        """These ids reached the peer, those among them we hold (and so sent)."""
         state = self.get(url)
         if state is not None:
-            if len(state.pushed) + len(ids) > PUSHED_MEMORY:
+            sent = [i for i in ids if i in held]
+            if len(state.pushed) + len(sent) > PUSHED_MEMORY:
                 state.pushed.clear()
-            state.pushed.update(ids[-PUSHED_MEMORY:])
+            state.pushed.update(sent[-PUSHED_MEMORY:])
 
     def lister(self, rng: random.Random) -> str | None:
         """Whose mirror list discovery reads: a peer that brought news (a

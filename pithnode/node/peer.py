@@ -444,7 +444,7 @@ class PeerService:
             if payload["events"]:
                 push_answer(await self.post(url, "push", {"from": self.node.public_url, **payload}))
                 sent += len(payload["events"])
-            self.peers.pushed(url, event_ids[i : i + used])
+            self.peers.pushed(url, event_ids[i : i + used], self.node.store.known_event_ids(event_ids[i : i + used]))
             i += used
         return sent
 

@@ -284,7 +284,7 @@ class SimNode:
             if payload["events"]:
                 push_answer(self.net.post(self, peer, "push", {"from": self.url, **payload}))
                 sent += len(payload["events"])
-            self.peers.pushed(peer.url, ids[i : i + used])
+            self.peers.pushed(peer.url, ids[i : i + used], self.bodies.keys())
             i += used
         return sent
 
