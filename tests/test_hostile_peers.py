@@ -369,3 +369,29 @@ def test_every_honest_reconciliation_reply_is_within_the_cap_its_request_sets():
 
 def ids_of(s: ReconcileSet) -> set[str]:
     return {"sha256:" + s._id(i).hex() for i in range(len(s))}
+
+
+async def test_a_peer_that_always_lacks_our_events_is_pushed_each_of_them_once(tmp_path: Path, monkeypatch):
+    """Its reconciliation says it holds nothing, at every sync; it takes the
+    pushes and counts them. The first push to it, a stranger, carries one
+    event; each event reaches it once, not once per sync."""
+    async with nodes(tmp_path, 2, gossip_interval=3600.0, attest=False) as (a, b):
+        await seed(b, 7900, 6)
+        honest = a.peers.handle
+        pushed: list[int] = []
+
+        async def forgetful(kind: str, body: bytes, client: str) -> bytes:
+            if kind == "reconcile":
+                reply = Reconciler(ReconcileSet([])).respond(peer_mod.decode(body).get("msg"))
+                return peer_mod.encode({"v": 1, "msg": reply})
+            if kind == "push":
+                pushed.append(len(peer_mod.decode(body)["events"]))
+            return await honest(kind, body, client)
+
+        monkeypatch.setattr(a.peers, "handle", forgetful)
+        held = b.node.store.event_count()
+        assert b.peers.add_peer(a.url, via="a list")
+        with trio.fail_after(60):
+            for _ in range(3):
+                await b.peers._guarded(a.url, b.peers.sync_with)
+        assert pushed[0] == 1 and sum(pushed) == held and a.url in b.peers.peers, (pushed, held)

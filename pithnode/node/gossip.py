@@ -125,22 +125,25 @@ class PeerTable(dict[str, PeerState]):
             return True
         return False
 
-    def unpushed(self, url: str, ids: list[str]) -> list[str]:
-        """Of these ids, those not pushed to this peer before. A peer's sync says
-        what it lacks; a lying one lacks the same events at every sync (and in
-        a round, peers that just received an event may not serve it yet): each
-        is pushed to a peer once, so it can fetch what it still lacks."""
+    def unpushed(self, url: str, ids: list[str], held: Collection[str]) -> list[str]:
+        """Of these ids, those we hold and have not pushed to this peer, which
+        count as pushed from now on (a sync and the push loop pushing to it at
+        once do not both send them); `unpush` what then fails to go. A peer's
+        sync says what it lacks; a lying one lacks the same events at every
+        sync (and in a round, peers that just received an event may not serve
+        it yet): each is pushed to a peer once, so it can fetch what it still lacks."""
         state = self.get(url)
-        return ids if state is None else [i for i in ids if i not in state.pushed]
-
-    def pushed(self, url: str, ids: list[str], held: Collection[str]) -> None:
-        """These ids reached the peer, those among them we hold (and so sent)."""
-        state = self.get(url)
+        mine = [i for i in ids if i in held and (state is None or i not in state.pushed)]
         if state is not None:
-            sent = [i for i in ids if i in held]
-            if len(state.pushed) + len(sent) > PUSHED_MEMORY:
+            if len(state.pushed) + len(mine) > PUSHED_MEMORY:
                 state.pushed.clear()
-            state.pushed.update(sent[-PUSHED_MEMORY:])
+            state.pushed.update(mine[-PUSHED_MEMORY:])
+        return mine
+
+    def unpush(self, url: str, ids: list[str]) -> None:
+        """These ids did not reach the peer after all."""
+        if (state := self.get(url)) is not None:
+            state.pushed.difference_update(ids)
 
     def lister(self, rng: random.Random) -> str | None:
         """Whose mirror list discovery reads: a peer that brought news (a

@@ -437,15 +437,19 @@ class PeerService:
 
     async def push_to(self, url: str, event_ids: list[str]) -> int:
         """Push these events (those not pushed to it before), ANSWER_BYTES of them per message."""
-        event_ids = self.peers.unpushed(url, event_ids)
+        first = page(self.peers.get(url), 0, MAX_EVENTS)
+        event_ids = self.peers.unpushed(url, event_ids, self.node.store.known_event_ids(event_ids))
         sent = i = 0
-        while i < len(event_ids):
-            payload, used = self.events_payload(event_ids[i : i + page(self.peers.get(url), i, MAX_EVENTS)])
-            if payload["events"]:
-                push_answer(await self.post(url, "push", {"from": self.node.public_url, **payload}))
-                sent += len(payload["events"])
-            self.peers.pushed(url, event_ids[i : i + used], self.node.store.known_event_ids(event_ids[i : i + used]))
-            i += used
+        try:
+            while i < len(event_ids):
+                payload, used = self.events_payload(event_ids[i : i + (MAX_EVENTS if i else first)])
+                if payload["events"]:
+                    push_answer(await self.post(url, "push", {"from": self.node.public_url, **payload}))
+                    sent += len(payload["events"])
+                i += used
+        except BaseException:
+            self.peers.unpush(url, event_ids[i:])
+            raise
         return sent
 
     async def _guarded_merge(self) -> None:

@@ -277,15 +277,19 @@ class SimNode:
         return new
 
     def push_to(self, peer: SimNode, ids: list[str]) -> int:
-        ids = self.peers.unpushed(peer.url, ids)
+        first = page(self.peers.get(peer.url), 0, MAX_EVENTS)
+        ids = self.peers.unpushed(peer.url, ids, self.bodies.keys())
         sent = i = 0
-        while i < len(ids):
-            payload, used = self.events_payload(ids[i : i + page(self.peers.get(peer.url), i, MAX_EVENTS)])
-            if payload["events"]:
-                push_answer(self.net.post(self, peer, "push", {"from": self.url, **payload}))
-                sent += len(payload["events"])
-            self.peers.pushed(peer.url, ids[i : i + used], self.bodies.keys())
-            i += used
+        try:
+            while i < len(ids):
+                payload, used = self.events_payload(ids[i : i + (MAX_EVENTS if i else first)])
+                if payload["events"]:
+                    push_answer(self.net.post(self, peer, "push", {"from": self.url, **payload}))
+                    sent += len(payload["events"])
+                i += used
+        except BaseException:
+            self.peers.unpush(peer.url, ids[i:])
+            raise
         return sent
 
     def guarded(self, url: str, fn: Any, *args: Any) -> None:
