@@ -38,7 +38,7 @@ MAX_IDLE_ROUNDS = 32  # rounds in a row that teach nothing: a real descent takes
 MAX_NEED = 50_000  # ids learned before they are fetched or pushed (bounded memory)
 PUSHED_MEMORY = 1_024  # ids pushed to a peer that are not pushed to it again (then forgotten, all at once)
 DISCOVER_PICKS = 2  # mirrors a discovery adds from the hints, and from one peer's list
-MAX_BANNED = 4_096  # learned peers dropped for an over-cap answer, not taken back when listed again
+MAX_BANNED = 4_096  # learned peers dropped for an answer no honest peer gives, not taken back when listed again
 
 
 @dataclass
@@ -54,7 +54,7 @@ class PeerState:
     via: str | None = None  # who made us learn it (a client address, "discovery")
     order: int = 0  # when it was added, in order
     last_news: float | None = None  # when a sync with it last fetched events new to us
-    pushed: set[str] = field(default_factory=set)  # ids it took from us (PeerTable.unpushed)
+    pushed: set[str] = field(default_factory=set)  # ids pushed to it, or being pushed (PeerTable.unpushed)
 
     def merit(self) -> tuple[bool, str, int, int]:
         """Learned peers compete on this (the least is displaced first): answering
@@ -110,7 +110,7 @@ class PeerTable(dict[str, PeerState]):
                drop: bool = False) -> bool:
         """Record a failed exchange: back off exponentially (with jitter). True if
         the peer was dropped: a learned one failing PEER_MAX_FAILURES in a row, or
-        at once with `drop` (an answer over its cap: no honest peer sends one)."""
+        at once with `drop` (an answer no honest peer gives, peer.Hostile)."""
         state.healthy = False
         state.failures += 1
         state.last_error = error[:300]
