@@ -123,13 +123,7 @@ def plot(out_dir: Path) -> None:
             ax.set_xscale("log")
             xs = sorted({r["nodes"] for r in runs})
             ax.plot(xs, [math.log2(x) + 2 for x in xs], ":", color="grey", label="log2(n)+2")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("rounds until all honest nodes")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"rounds-vs-{name}.png")
-        plt.close(fig)
+        finish(plt, fig, ax, xlabel, "rounds until all honest nodes", out_dir / f"rounds-vs-{name}.png")
         if name == "byzantine":
             bytes_plot(plt, out_dir, runs, name, xlabel, [("", None)])
 
@@ -149,12 +143,16 @@ def bytes_plot(plt: Any, out_dir: Path, runs: list[dict], name: str, xlabel: str
                     continue  # the same without Byzantine nodes
                 ax.plot([r[name] for r in mine], [r[key] for r in mine], style, alpha=alpha, label=f"{what} ({label})")
     ax.axhline(2, linestyle=":", color="grey", label="goal: 2x")
+    finish(plt, fig, ax, xlabel, "bytes per event a node took in ÷ its size", out_dir / f"bytes-vs-{name}.png")
+
+
+def finish(plt: Any, fig: Any, ax: Any, xlabel: str, ylabel: str, path: Path) -> None:
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("bytes per event a node took in ÷ its size")
+    ax.set_ylabel(ylabel)
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out_dir / f"bytes-vs-{name}.png")
+    fig.savefig(path)
     plt.close(fig)
 
 
