@@ -214,7 +214,7 @@ def fetching(in_flight: set[str], ids: list[str], held: set[str]) -> Iterator[li
 
 
 Step = tuple[str, Any]  # ("reconcile", msg) -> the reply's msg; ("compute", reply) -> our next msg;
-# ("fetch", ids) -> how many were new; ("push", ids) -> how many were sent
+# ("fetch", ids) -> how many were new (None: none asked); ("push", ids) -> how many were sent
 
 
 def sync_steps(rec: Reconciler) -> Generator[Step, Any, tuple[int, int]]:
@@ -242,14 +242,14 @@ def sync_steps(rec: Reconciler) -> Generator[Step, Any, tuple[int, int]]:
             need, rec.need = rec.need, set()
             unfetched = 0
             got = yield ("fetch", sorted(need))
-            if not got:  # the peer names events it will not serve (or only bad ones): stop here
+            if got == 0:  # the peer names events it will not serve (or only bad ones): stop here
                 break
-            fetched += got
+            fetched += got or 0  # None: nothing was asked (held, or another sync is fetching them)
         if len(rec.have) >= MAX_NEED:
             have, rec.have = rec.have, set()
             pushed += yield ("push", sorted(have))
     if rec.need:
-        fetched += yield ("fetch", sorted(rec.need))
+        fetched += (yield ("fetch", sorted(rec.need))) or 0
     if rec.have:
         pushed += yield ("push", sorted(rec.have))
     return fetched, pushed

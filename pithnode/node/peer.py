@@ -383,7 +383,7 @@ class PeerService:
                     answer, _cpu = await self._reconcile_work(rec.reconcile, arg)
                 elif kind == "fetch":
                     with fetching(self._fetching, arg, self.node.store.known_event_ids(arg)) as mine:
-                        answer = await self._fetch(url, mine)
+                        answer = await self._fetch(url, mine) if mine else None
                 else:
                     answer = await self.push_to(url, arg)
         except StopIteration as done:

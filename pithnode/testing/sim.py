@@ -259,7 +259,7 @@ class SimNode:
                 elif kind == "fetch":
                     held = {i for i in arg if i in self.bodies or i in self.pending}
                     with fetching(self.fetching, arg, held) as mine:
-                        answer = self.fetch(peer, mine)
+                        answer = self.fetch(peer, mine) if mine else None
                 else:
                     answer = self.push_to(peer, arg)
         except StopIteration as done:
