@@ -1,6 +1,5 @@
-"""The type and lint checks run with the tests, so CI fails on them: `mypy
---strict` on the pure core and every module listed in STRICT, mypy (pyproject.toml's [tool.mypy])
-on the whole package, `ruff check` (pyproject.toml's [tool.ruff]) on the package;
+"""The type and lint checks run with the tests, so CI fails on them: mypy
+--strict (pyproject.toml's [tool.mypy]) on the whole package, `ruff check` (pyproject.toml's [tool.ruff]) on the package;
 and the import graph: no cycle, and the node never imports its test kit."""
 
 from __future__ import annotations
@@ -20,28 +19,8 @@ def _run(*args: str) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-# Strict already; a module joins once it is clean (the rest get the package's plain check below).
-STRICT = [
-    "pithnode/core", "pithnode/errors.py", "pithnode/__init__.py", "pithnode/__main__.py", "pithnode/config.py",
-    "pithnode/identity.py", "pithnode/lock.py", "pithnode/sync.py", "pithnode/timeutil.py", "pithnode/net",
-    "pithnode/cli/__init__.py", "pithnode/cli/common.py", "pithnode/cli/doctor_cmd.py", "pithnode/cli/node_cmds.py",
-    "pithnode/cli/sync_cmd.py", "pithnode/cli/verify_cmds.py", "pithnode/node/__init__.py", "pithnode/node/attest.py",
-    "pithnode/node/front.py", "pithnode/node/h1.py", "pithnode/node/http.py", "pithnode/node/metrics.py",
-    "pithnode/node/poller.py", "pithnode/testing/__init__.py", "pithnode/testing/procs.py",
-    "pithnode/testing/synth.py", "pithnode/store", "pithnode/views.py", "pithnode/node/pages.py",
-    "pithnode/cli/store_cmds.py", "pithnode/ingest.py", "pithnode/worker_jobs.py", "pithnode/workers.py",
-    "pithnode/node/admission.py", "pithnode/node/cache.py", "pithnode/node/merges.py", "pithnode/node/reporter.py",
-    "pithnode/node/server.py", "pithnode/node/service.py",
-]
-
-
-def test_the_core_and_the_strict_modules_are_mypy_strict_clean() -> None:
-    # imports followed silently: a strict module is checked, what it imports is read for types only
-    _run("mypy", "--strict", "--follow-imports=silent", "--cache-dir", str(CACHE / "strict"), *STRICT)
-
-
-def test_the_package_is_mypy_clean() -> None:
-    _run("mypy", "--cache-dir", str(CACHE / "package"))
+def test_the_package_is_mypy_strict_clean() -> None:
+    _run("mypy", "--cache-dir", str(CACHE / "package"))  # strict: pyproject.toml's [tool.mypy]
 
 
 def test_the_package_is_ruff_clean() -> None:

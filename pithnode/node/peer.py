@@ -100,7 +100,8 @@ def source_of(address: str) -> str:
 
 
 def encode(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)  # msgpack ships no types
+    return packed
 
 
 def decode(body: bytes, cap: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -545,13 +546,13 @@ def simulate(*, nodes: int, degree: int = 16, fanout: int = 4, byzantine: float 
             net.step()
     net.run_until(lambda: all(net.all_hold(e) for e in ids), max_rounds)
     taken = sum(len(n.bodies) for n in net.honest) - held0  # events new to honest nodes (flooded ones too)
-    out["event_bytes"] = round(sum(len(canonical_bytes(ev)) for ev in events) / len(events))
-    out["bytes_per_node_per_event"] = round((net.wire_bytes - bytes0) / max(taken, 1))
-    out["bytes_ratio_to_event"] = round(out["bytes_per_node_per_event"] / out["event_bytes"], 2)
+    out["event_bytes"] = event_bytes = round(sum(len(canonical_bytes(ev)) for ev in events) / len(events))
+    out["bytes_per_node_per_event"] = per_event = round((net.wire_bytes - bytes0) / max(taken, 1))
+    out["bytes_ratio_to_event"] = round(per_event / event_bytes, 2)
 
-    def ratio(keep: Any) -> float:
+    def ratio(keep: Callable[[str], bool]) -> float:
         return round(sum(v - wire0.get(k, 0) for k, v in net.wire.items() if keep(k)) / max(taken, 1)
-                     / out["event_bytes"], 2)
+                     / event_bytes, 2)
 
     out["honest_exchanges_ratio_to_event"] = ratio(lambda k: "Byzantine" not in k)
     out["solicited_ratio_to_event"] = ratio(lambda k: not k.startswith("from Byzantine"))  # not pushed at us
