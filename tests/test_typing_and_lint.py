@@ -1,6 +1,7 @@
 """The type and lint checks run with the tests, so CI fails on them: mypy
 --strict (pyproject.toml's [tool.mypy]) on the whole package, `ruff check` (pyproject.toml's [tool.ruff]) on the package;
-and the import graph: no cycle, and the node never imports its test kit."""
+and the import graph: no cycle, data flows down the layers (LAYERS), and the node
+never imports its test kit."""
 
 from __future__ import annotations
 
@@ -60,3 +61,28 @@ def test_the_import_graph_has_no_cycle_and_the_node_does_not_import_the_test_kit
     graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
     product = {m: d for m, d in graph.items() if not m.startswith("pithnode.testing")}
     assert not {m: d for m, d in product.items() if any(x.startswith("pithnode.testing") for x in d)}
+
+
+# Data flows down: a module imports only from its own layer or those below it.
+LAYERS = [
+    ("pithnode", "pithnode.errors", "pithnode.timeutil", "pithnode.workers"),  # plumbing, no pithnode logic
+    ("pithnode.core",),  # pure: formats, admission, merge, the ingest decision
+    ("pithnode.store",),  # SQL
+    ("pithnode.config", "pithnode.identity", "pithnode.lock", "pithnode.net", "pithnode.worker_jobs",
+     "pithnode.ingest", "pithnode.views"),  # read, decide, apply; fetch
+    ("pithnode.sync",),
+    ("pithnode.node",),
+    ("pithnode.cli", "pithnode.__main__", "pithnode.testing"),
+]
+
+
+def _layer(module: str) -> int:
+    """The layer of the longest prefix naming one (a package names its modules)."""
+    best = max((p for layer in LAYERS for p in layer if module == p or module.startswith(p + ".")), key=len)
+    return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def test_data_flows_down_the_layers() -> None:
+    graph = _import_graph()
+    upward = {f"{m} -> {d}" for m, deps in graph.items() for d in deps if _layer(d) > _layer(m)}
+    assert not upward, sorted(upward)
