@@ -22,8 +22,6 @@ from typing import Any
 from .core import Admission, BundleReport, KeyRing, admit, canonical_bytes, check_bundle
 from .core.ingest_plan import (
     EVIDENCE_BUNDLE,
-    MAX_KEPT_BUNDLES,
-    STALE_AFTER,
     Admitted,
     Batch,
     BundleFacts,
@@ -40,21 +38,13 @@ from .store import NewEvent, Store
 from .worker_jobs import (
     CheckedBundle,
     MergedState,
-    admit_raw,
     bundle_document,
     check_bundle_bytes,
     init_import_worker,
-    merge_batch,
     merge_bodies,
     merged_state,
 )
 from .workers import WorkerPool
-
-__all__ = [  # the ingest API, with what it re-exports from the core and the worker jobs
-    "EVIDENCE_BUNDLE", "MAX_KEPT_BUNDLES", "STALE_AFTER", "IngestError", "IngestResult", "MergedState", "Quotas",
-    "admit_raw", "apply_plan", "import_bundles", "ingest_bundle", "ingest_events", "ingest_ring", "merge_batch",
-    "node_ring", "parse_bundle", "read_snapshot", "remerge", "report_key",
-]
 
 DEFAULT_MAX_BUNDLE_BYTES = 64 * 1024 * 1024
 GROUP_EVENTS = 5_000  # events per commit when importing many bundles

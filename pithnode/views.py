@@ -10,9 +10,9 @@ import re
 from typing import Any
 
 from .core import MERGE_VERSION, KeyRing, build_bundle, mirror_hint_entry, parse_pith_ref, resolver_urls
+from .core.ingest_plan import report_key
 from .errors import InputError
 from .identity import NodeIdentity
-from .ingest import report_key
 from .store import Report, Store, Subject
 
 _ARXIV_RE = re.compile(r"(?:arxiv:)?((?:\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?)", re.I | re.ASCII)

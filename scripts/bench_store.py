@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_node  # noqa: E402
 
 from pithnode.core.ingest_plan import Admitted, Batch, decide  # noqa: E402
-from pithnode.ingest import Quotas, read_snapshot  # noqa: E402
+from pithnode.core.ingest_plan import Quotas  # noqa: E402
+from pithnode.ingest import read_snapshot  # noqa: E402
 from pithnode.store import NewEvent, Store  # noqa: E402
 
 

@@ -279,7 +279,8 @@ async def test_the_console_check_sees_a_csp_violation(tmp_path: Path):
 
 def test_a_source_lying_again_and_again_keeps_only_its_first_bundles_as_evidence(tmp_path: Path):
     from helpers import config
-    from pithnode.ingest import MAX_KEPT_BUNDLES, ingest_bundle
+    from pithnode.core.ingest_plan import MAX_KEPT_BUNDLES
+    from pithnode.ingest import ingest_bundle
     from pithnode.store import Store
     from pithnode.views import evidence_doc, evidence_reports
 

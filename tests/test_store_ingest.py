@@ -446,7 +446,8 @@ def test_flood_quotas_refuse_exactly_what_counting_every_signer_refuses(env):
     import random
 
     from pithnode.core.ingest_plan import Admitted, Batch, decide
-    from pithnode.ingest import Quotas, read_snapshot
+    from pithnode.core.ingest_plan import Quotas
+    from pithnode.ingest import read_snapshot
     from pithnode.store import NewEvent
 
     store, _cfg = env

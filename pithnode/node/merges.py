@@ -15,8 +15,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from ..core import KeyRing
-from ..ingest import IngestResult, MergedState, merge_batch, node_ring, remerge
+from ..ingest import IngestResult, node_ring, remerge
 from ..store import Store
+from ..worker_jobs import MergedState, merge_batch
 from . import admission
 from .admission import AdmissionWorkers
 

@@ -29,11 +29,13 @@ import trio.lowlevel
 from ..config import Config
 from ..core import Admission, KeyRing, admit, canonical_bytes, check_bundle, make_event
 from ..core.events import MAX_EVENT_BYTES
+from ..core.ingest_plan import Quotas
 from ..identity import NodeIdentity, load_or_create_key
-from ..ingest import IngestError, IngestResult, Quotas, admit_raw, ingest_bundle, ingest_events, ingest_ring, node_ring
+from ..ingest import IngestError, IngestResult, ingest_bundle, ingest_events, ingest_ring, node_ring
 from ..store import Store, StoreError, Subject
 from ..timeutil import utc_now, utc_now_precise
 from ..views import NotHeld, own_bundle
+from ..worker_jobs import admit_raw
 from . import admission
 from .admission import AdmissionWorkers, shared_workers
 from .cache import Cached, DocumentCache

@@ -5,7 +5,7 @@ What runs is the node's code: the peer list, round and push choice and the
 sync steps (node/gossip.py), the messages and their caps (node/peer.py:
 encode, decode, events_request, parse_events), reconciliation
 (core/reconcile.py), admission as the node's workers run it
-(ingest.admit_raw) and the merge with its equivocation detection
+(worker_jobs.admit_raw) and the merge with its equivocation detection
 (core/merge.py). What is simulated: sockets (a call, with every message
 encoded and counted), the store (a dict of event bodies and the
 reconciliation set) and the clock (rounds of GOSSIP_INTERVAL virtual
@@ -44,7 +44,6 @@ from ..core.canonical import canonical_bytes, parse_json
 from ..core.events import MAX_EVENT_BYTES
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..errors import ResourceError
-from ..ingest import admit_raw
 from ..node.gossip import PeerTable, fetching, page, sync_steps
 from ..node.peer import (
     ANSWER_BYTES,
@@ -64,6 +63,7 @@ from ..node.peer import (
 )
 from ..node.service import Budget
 from ..store import unpack
+from ..worker_jobs import admit_raw
 from .synth import SynthMirror, SynthRegistry, _ts, synthetic_subject
 
 GOSSIP_INTERVAL = 30.0  # Config.gossip_interval
