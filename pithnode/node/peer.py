@@ -33,7 +33,7 @@ import trio
 
 from .. import __version__
 from ..core import reconcile
-from ..core.events import MAX_EVENT_BYTES as SPEC_EVENT_BYTES
+from ..core.events import MAX_EVENT_BYTES
 from ..core.reconcile import ReconcileError, Reconciler, ReconcileSet
 from ..errors import InputError
 from ..net.fetch import FetchError, check_url, trusted_origins
@@ -63,7 +63,6 @@ MAX_IDS = 5_000  # per events request
 MAX_EVENTS = 2_000  # per push or events answer
 ANSWER_BYTES = 8 * 1024 * 1024  # event bytes per answer or push: with keys and framing, well under the message cap
 MIN_ANSWER_BYTES = 1024 * 1024  # an asker's smaller budget is raised to this (an event is at most 262,144 bytes)
-MAX_EVENT_BYTES = 1024 * 1024
 MAX_KEYS = 2_000
 APPLY_BATCH = 5_000  # fetched events stored per commit (merged once, at the end of the sync)
 SET_MAX_REWRITE = 100_000  # items an update of the reconciliation set may rewrite on the event loop (~0.12 s)
@@ -146,7 +145,7 @@ def answer_cap(kind: str, msg: dict[str, Any]) -> int:
         cap = reply_cap(msg.get("msg")) + FRAMING_BYTES
     elif kind == "events":
         asked = len(msg.get("ids") or [])
-        event_bytes = min(asked * (SPEC_EVENT_BYTES + 5), ANSWER_BYTES + SPEC_EVENT_BYTES + 5)  # 5: a bin header
+        event_bytes = min(asked * (MAX_EVENT_BYTES + 5), ANSWER_BYTES + MAX_EVENT_BYTES + 5)  # 5: a bin header
         cap = event_bytes + min(asked, MAX_KEYS) * KEY_ENTRY_BYTES + FRAMING_BYTES
     else:
         cap = 1024
